@@ -1,0 +1,556 @@
+"""Generate, relax and label the perovskite data set (run it as `python build.py data`).
+
+What it does, in order (see data/DATACARD.md for the why):
+1. Builds ABO3 perovskites in four polymorphs (cubic Pm-3m, tetragonal P4mm, rhombohedral R-3c,
+   orthorhombic Pnma) for charge-balanced A/B pairs whose Goldschmidt tolerance factor, from
+   pymatgen's Shannon radii, lies in [0.75, 1.10]; and non-perovskite oxides in eight other structure
+   types for the classification set.
+2. Relaxes cell and positions with CHGNet (FIRE, fmax 0.05 eV/A, at most 500 steps), in worker
+   processes of one torch thread each, so that an entry's result does not depend on scheduling.
+3. Labels each entry with its energy per atom and its formation energy per atom against elemental
+   references relaxed with the same potential (metals: the lowest of fcc, bcc, hcp and, for group
+   14, diamond; oxygen: an O2 molecule in a 12 A box).
+4. Drops unconverged relaxations, volume changes over 30 % and broken cation-oxygen coordination,
+   and logs why in data/rejected.csv.
+5. Writes the CGCNN directory format under data/perovskites and data/classification.
+
+Every relaxation is appended to data/.cache/relaxations.jsonl as it finishes, so an interrupted run
+resumes where it stopped; the output directories are replaced only once everything is written.
+CHGNet is needed only here: `pip install -r requirements-data.txt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+import warnings
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+from pymatgen.core import Composition, Element, Lattice, Species, Structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from embedding import check_covered, load_embedding, write_atom_init  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+CACHE = DATA / ".cache" / "relaxations.jsonl"
+SEED = 2018  # fixes the classification sample and the split
+FMAX = 0.05  # eV/A
+MAX_STEPS = 500
+MAX_VOLUME_CHANGE = 0.30
+TOLERANCE_RANGE = (0.75, 1.10)
+R_OXYGEN = Species("O", -2).get_shannon_radius("VI")  # 1.40 A
+SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+# Perovskite sites: oxidation state of A -> A cations, and of B -> B cations (A + B = 6).
+A_SITE = {
+    1: ["Na", "K", "Rb", "Cs", "Ag"],
+    2: ["Ca", "Sr", "Ba", "Pb", "Eu", "Cd"],
+    3: ["La", "Ce", "Pr", "Nd", "Sm", "Gd", "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Y", "Bi"],
+}
+B_SITE = {
+    5: ["Nb", "Ta", "V", "Sb"],
+    4: ["Ti", "Zr", "Hf", "Sn", "Ge", "Mn", "Mo", "Ru", "Ir", "Ce", "Pb", "V", "Cr", "Fe", "Nb", "Rh",
+        "Os", "Pt"],
+    3: ["Al", "Ga", "In", "Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Rh"],
+}
+POLYMORPHS = ["cubic", "tetragonal", "rhombohedral", "orthorhombic"]
+SPACE_GROUPS = {"cubic": "Pm-3m", "tetragonal": "P4mm", "rhombohedral": "R-3c", "orthorhombic": "Pnma"}
+
+# Non-perovskite structure types: prototype -> list of (cation, oxidation state) tuples.
+_RE3 = ["La", "Pr", "Nd", "Sm", "Eu", "Gd", "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Y", "Bi"]
+OTHER_TYPES = {
+    "rocksalt": [((m, 2),) for m in ["Mg", "Ca", "Sr", "Ba", "Mn", "Fe", "Co", "Ni", "Cd", "Eu", "Zn"]],
+    "rutile": [((m, 4),) for m in ["Ti", "Sn", "Ge", "Mn", "Ru", "Ir", "Cr", "V", "Mo", "W", "Os",
+                                   "Rh", "Pb", "Nb"]],
+    "fluorite": [((m, 4),) for m in ["Ce", "Zr", "Hf", "Pr", "Tb", "Th", "U"]],
+    "corundum": [((m, 3),) for m in ["Al", "Ga", "Cr", "Fe", "V", "Ti", "Rh", "In", "Mn", "Co"]],
+    "spinel": [((a, 2), (b, 3)) for a, b in product(["Mg", "Zn", "Fe", "Co", "Ni", "Mn", "Cu", "Cd"],
+                                                    ["Al", "Ga", "Cr", "Fe", "Co", "Mn", "V", "Rh", "In"])
+               if a != b]
+    + [((a, 4), (b, 2)) for a, b in product(["Ti", "Sn", "Ge", "Mn", "V"],
+                                            ["Mg", "Zn", "Co", "Ni", "Mn", "Fe"]) if a != b],
+    "ilmenite": [((a, 2), (b, 4)) for a, b in product(["Mg", "Fe", "Mn", "Co", "Ni", "Zn", "Cd"],
+                                                      ["Ti", "Sn", "Ge", "Mn"]) if a != b]
+    + [((a, 1), (b, 5)) for a, b in product(["Li", "Na"], ["Nb", "Ta", "Sb", "V"])],
+    "pyrochlore": [((a, 3), (b, 4)) for a, b in product(_RE3, ["Ti", "Sn", "Zr", "Hf", "Ru", "Ir"])],
+    "ruddlesden_popper": [((a, 2), (b, 4)) for a, b in product(["Ca", "Sr", "Ba"],
+                                                               ["Ti", "Zr", "Hf", "Sn", "Mn", "Ru",
+                                                                "Ir", "Mo"])]
+    + [((a, 3), (b, 2)) for a, b in product(["La", "Pr", "Nd", "Sm", "Gd"], ["Ni", "Cu", "Co"])],
+}
+# Cation counts (in the order of OTHER_TYPES' tuples), then oxygen, per formula unit.
+STOICHIOMETRY = {"rocksalt": (1, 1), "rutile": (1, 2), "fluorite": (1, 2), "corundum": (2, 3),
+                 "spinel": (1, 2, 4), "ilmenite": (1, 1, 3), "pyrochlore": (2, 2, 7),
+                 "ruddlesden_popper": (2, 1, 4)}
+N_CLASSIFICATION_POSITIVES = 320
+
+
+class PrototypeError(ValueError):
+    """A structure prototype that cannot be built as asked."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Radii and structures
+# ---------------------------------------------------------------------------------------------
+
+def shannon_radius(element: str, oxidation: int, cns: tuple[str, ...]) -> float:
+    """Shannon radius (A) for the first coordination number in `cns` that pymatgen tabulates."""
+    try:
+        species = Species(element, oxidation)
+    except ValueError as err:
+        raise PrototypeError(f"unknown element {element!r}: not in the periodic table") from err
+    for cn in cns:
+        for spin in ("", "High Spin"):
+            try:
+                return float(species.get_shannon_radius(cn, spin=spin))
+            except (KeyError, ValueError):
+                continue
+    raise PrototypeError(f"no Shannon radius for {element}{oxidation:+d} in coordination {cns}")
+
+
+def tolerance_factor(a: str, a_ox: int, b: str, b_ox: int) -> float:
+    """Goldschmidt t = (rA + rO) / (sqrt(2) (rB + rO)); A in CN XII (VIII where XII is not tabulated)."""
+    r_a = shannon_radius(a, a_ox, ("XII", "VIII"))
+    r_b = shannon_radius(b, b_ox, ("VI",))
+    return (r_a + R_OXYGEN) / (math.sqrt(2) * (r_b + R_OXYGEN))
+
+
+def _pseudocubic(a: str, a_ox: int, b: str, b_ox: int) -> float:
+    r_a = shannon_radius(a, a_ox, ("XII", "VIII"))
+    r_b = shannon_radius(b, b_ox, ("VI",))
+    # Mean of the B-O-B and A-O estimates, scaled down because Shannon radii overestimate oxide bonds.
+    return 0.975 * 0.5 * (2 * (r_b + R_OXYGEN) + math.sqrt(2) * (r_a + R_OXYGEN))
+
+
+def perovskite(a: str, b: str, polymorph: str, a_ox: int, b_ox: int) -> Structure:
+    """An ABO3 perovskite in one of POLYMORPHS, scaled from Shannon radii (the primitive cell)."""
+    ap = _pseudocubic(a, a_ox, b, b_ox)
+    if polymorph == "cubic":
+        s = Structure.from_spacegroup("Pm-3m", Lattice.cubic(ap), [b, a, "O"],
+                                      [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0, 0]])
+    elif polymorph == "tetragonal":  # BaTiO3-type: B and O displaced along c
+        s = Structure.from_spacegroup("P4mm", Lattice.tetragonal(0.995 * ap, 1.02 * ap), [a, b, "O", "O"],
+                                      [[0, 0, 0], [0.5, 0.5, 0.52], [0.5, 0.5, -0.02], [0.5, 0, 0.49]])
+    elif polymorph == "rhombohedral":  # LaAlO3-type a-a-a- tilts; O at x = 1/2 would be untilted
+        s = Structure.from_spacegroup("R-3c", Lattice.hexagonal(math.sqrt(2) * ap, 2 * math.sqrt(3) * ap),
+                                      [a, b, "O"], [[0, 0, 0.25], [0, 0, 0], [0.46, 0, 0.25]])
+    elif polymorph == "orthorhombic":  # GdFeO3-type a-b+a- tilts, CaTiO3 coordinates
+        s = Structure.from_spacegroup("Pnma", Lattice.orthorhombic(math.sqrt(2) * ap, 2 * ap, math.sqrt(2) * ap),
+                                      [a, b, "O", "O"],
+                                      [[0.0065, 0.25, 0.9885], [0, 0, 0.5], [0.5711, 0.25, 0.0828],
+                                       [0.2897, 0.0373, 0.7108]])
+    else:
+        raise PrototypeError(f"unknown perovskite polymorph {polymorph!r}: choose from {POLYMORPHS}")
+    return _checked(s.get_primitive_structure(), f"{a}{b}O3", polymorph)
+
+
+def other_oxide(prototype: str, cations: tuple[tuple[str, int], ...]) -> Structure:
+    """A non-perovskite oxide of structure type `prototype` (a key of OTHER_TYPES), primitive cell."""
+    radii = [shannon_radius(el, ox, ("VI", "VIII", "IV")) for el, ox in cations]
+    mo = radii[0] + R_OXYGEN  # cation-oxygen bond length estimate, scales each prototype
+    els = [el for el, _ in cations]
+    if prototype == "rocksalt":
+        s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(2 * mo), [els[0], "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    elif prototype == "rutile":
+        f = mo / 1.965
+        s = Structure.from_spacegroup("P4_2/mnm", Lattice.tetragonal(4.59 * f, 2.96 * f), [els[0], "O"],
+                                      [[0, 0, 0], [0.305, 0.305, 0]])
+    elif prototype == "fluorite":
+        s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4 * mo / math.sqrt(3)), [els[0], "O"],
+                                      [[0, 0, 0], [0.25, 0.25, 0.25]])
+    elif prototype == "corundum":
+        f = mo / 1.935
+        s = Structure.from_spacegroup("R-3c", Lattice.hexagonal(4.76 * f, 12.99 * f), [els[0], "O"],
+                                      [[0, 0, 0.352], [0.306, 0, 0.25]])
+    elif prototype == "spinel":  # A on tetrahedral 8a, B on octahedral 16d (origin choice 2)
+        f = (radii[1] + R_OXYGEN) / 1.935
+        s = Structure.from_spacegroup("Fd-3m:2", Lattice.cubic(8.08 * f), [els[0], els[1], "O"],
+                                      [[0.125] * 3, [0.5] * 3, [0.26] * 3])
+    elif prototype == "ilmenite":
+        f = (sum(radii) / 2 + R_OXYGEN) / 2.07
+        s = Structure.from_spacegroup("R-3", Lattice.hexagonal(5.09 * f, 14.09 * f), [els[0], els[1], "O"],
+                                      [[0, 0, 0.355], [0, 0, 0.146], [0.317, 0.020, 0.245]])
+    elif prototype == "pyrochlore":  # A2B2O7, origin choice 2
+        f = (radii[1] + R_OXYGEN) / 2.005
+        s = Structure.from_spacegroup("Fd-3m:2", Lattice.cubic(10.4 * f), [els[0], els[1], "O", "O"],
+                                      [[0.5] * 3, [0] * 3, [0.33, 0.125, 0.125], [0.375] * 3])
+    elif prototype == "ruddlesden_popper":  # A2BO4, n = 1
+        f = (radii[1] + R_OXYGEN) / 2.005
+        s = Structure.from_spacegroup("I4/mmm", Lattice.tetragonal(3.88 * f, 12.6 * f), [els[0], els[1], "O", "O"],
+                                      [[0, 0, 0.355], [0, 0, 0], [0, 0.5, 0], [0, 0, 0.16]])
+    else:
+        raise PrototypeError(f"unknown structure type {prototype!r}: choose from {sorted(OTHER_TYPES)}")
+    return _checked(s.get_primitive_structure(), "".join(els), prototype)
+
+
+def _checked(s: Structure, label: str, prototype: str) -> Structure:
+    """Reject a malformed prototype: overlapping atoms or a formula that is not charge balanced."""
+    dist = s.distance_matrix + np.eye(len(s)) * 100
+    if dist.min() < 1.2:
+        raise PrototypeError(f"malformed prototype {prototype} for {label}: atoms {dist.min():.2f} A apart")
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# The list of entries
+# ---------------------------------------------------------------------------------------------
+
+def perovskite_entries() -> list[dict]:
+    entries = []
+    for a_ox, b_ox in [(1, 5), (2, 4), (3, 3)]:
+        for a, b in product(A_SITE[a_ox], B_SITE[b_ox]):
+            if a == b:
+                continue
+            t = tolerance_factor(a, a_ox, b, b_ox)
+            if not TOLERANCE_RANGE[0] <= t <= TOLERANCE_RANGE[1]:
+                continue
+            formula = f"{a}{b}O3"  # the ABO3 convention, not pymatgen's electronegativity order
+            for polymorph in POLYMORPHS:
+                entries.append({"id": f"{formula}_{polymorph}", "formula": formula, "prototype": polymorph,
+                                "family": "perovskite", "cations": [[a, a_ox], [b, b_ox]],
+                                "tolerance_factor": round(t, 4)})
+    return entries
+
+
+def other_entries() -> list[dict]:
+    entries = []
+    seen = set()
+    for prototype, cation_sets in OTHER_TYPES.items():
+        for cations in cation_sets:
+            counts = dict(zip([el for el, _ in cations], STOICHIOMETRY[prototype][:-1]))
+            formula = Composition({**counts, "O": STOICHIOMETRY[prototype][-1]}).reduced_formula
+            if (formula, prototype) in seen:  # MnFe2O4 arises as 2-3 and as 4-2 spinel: keep one
+                continue
+            seen.add((formula, prototype))
+            entries.append({"id": f"{formula}_{prototype}", "formula": formula, "prototype": prototype,
+                            "family": prototype, "cations": [list(c) for c in cations],
+                            "tolerance_factor": None})
+    return entries
+
+
+def build_structure(entry: dict) -> Structure:
+    cations = [tuple(c) for c in entry["cations"]]
+    if entry["family"] == "perovskite":
+        (a, a_ox), (b, b_ox) = cations
+        return perovskite(a, b, entry["prototype"], a_ox, b_ox)
+    return other_oxide(entry["prototype"], tuple(cations))
+
+
+# ---------------------------------------------------------------------------------------------
+# Relaxation (runs in worker processes)
+# ---------------------------------------------------------------------------------------------
+
+_OPTIMIZER = None
+
+
+def _init_worker() -> None:
+    global _OPTIMIZER
+    import torch
+    torch.set_num_threads(1)  # one thread per worker: results do not depend on scheduling
+    warnings.filterwarnings("ignore")
+    from chgnet.model import CHGNet, StructOptimizer
+    with _quiet():
+        _OPTIMIZER = StructOptimizer(model=CHGNet.load(verbose=False), optimizer_class="FIRE")
+
+
+class _quiet:
+    """Silence CHGNet's prints (it reports the device on every load)."""
+
+    def __enter__(self):
+        self._old = sys.stdout
+        sys.stdout = io.StringIO()
+
+    def __exit__(self, *exc):
+        sys.stdout = self._old
+
+
+def relax(structure: Structure, relax_cell: bool = True) -> dict:
+    """Relax with CHGNet; return the final structure, energy per atom and convergence facts."""
+    if _OPTIMIZER is None:
+        _init_worker()
+    with _quiet():
+        result = _OPTIMIZER.relax(structure, fmax=FMAX, steps=MAX_STEPS, relax_cell=relax_cell,
+                                  verbose=False)
+        final = result["final_structure"]
+        energy = float(_OPTIMIZER.calculator.model.predict_structure(final)["e"])
+    traj = result["trajectory"]
+    steps = len(traj.energies)
+    max_force = float(np.linalg.norm(traj.forces[-1], axis=1).max())
+    return {"structure": final, "energy_per_atom": energy, "steps": steps,
+            "converged": bool(steps < MAX_STEPS and max_force <= FMAX * 1.01), "max_force": max_force}
+
+
+def relax_entry(entry: dict) -> dict:
+    """Build, relax and check one entry; never raises (a failure becomes a rejection reason)."""
+    record = {k: entry[k] for k in ("id", "formula", "prototype", "family", "cations", "tolerance_factor")}
+    start = time.perf_counter()
+    try:
+        initial = build_structure(entry)
+        out = relax(initial)
+    except Exception as err:  # a crash in one relaxation must not stop the other 1,600
+        record.update(rejected=f"relaxation failed: {type(err).__name__}: {err}")
+        return record
+    final = out.pop("structure")
+    volume_change = final.volume / initial.volume - 1
+    record.update(out, cif=final.to(fmt="cif"), sites=len(final), volume_change=round(volume_change, 4),
+                  seconds=round(time.perf_counter() - start, 2))
+    try:
+        record["space_group"] = SpacegroupAnalyzer(final, symprec=0.1).get_space_group_symbol()
+    except Exception:  # spglib can fail on a badly distorted cell; the rejection checks follow
+        record["space_group"] = "unknown"
+    reason = rejection_reason(entry, final, out, volume_change)
+    if reason:
+        record["rejected"] = reason
+    return record
+
+
+def rejection_reason(entry: dict, final: Structure, out: dict, volume_change: float) -> str | None:
+    if not out["converged"]:
+        return f"not converged: {out['steps']} steps, max force {out['max_force']:.3f} eV/A"
+    if abs(volume_change) > MAX_VOLUME_CHANGE:
+        return f"volume changed by {100 * volume_change:+.0f} %"
+    if not math.isfinite(out["energy_per_atom"]):
+        return "energy is not finite"
+    for i, site in enumerate(final):
+        el = site.specie.symbol
+        if el == "O":
+            continue
+        ox = dict((c[0], c[1]) for c in entry["cations"])[el]
+        bond = shannon_radius(el, ox, ("VI", "VIII", "IV")) + R_OXYGEN
+        n_o = sum(1 for n in final.get_neighbors(site, 1.3 * bond) if n.specie.symbol == "O")
+        is_b_site = entry["family"] == "perovskite" and el == entry["cations"][1][0]
+        if is_b_site and n_o != 6:
+            return f"broken B-O coordination: {el} on site {i} has {n_o} O neighbours, not 6"
+        if n_o < 3:
+            return f"broken coordination: {el} on site {i} has {n_o} O neighbours"
+    return None
+
+
+def reference_candidates(element: str) -> list[tuple[str, Structure]]:
+    """Elemental reference candidates: fcc, bcc, hcp (and diamond for group 14); O as an O2 molecule."""
+    if element == "O":
+        return [("O2", Structure(Lattice.cubic(12.0), ["O", "O"], [[0, 0, 0], [1.21 / 12, 0, 0]],
+                                 coords_are_cartesian=False))]
+    r = float(Element(element).atomic_radius or 1.5)
+    cands = [("fcc", Structure.from_spacegroup("Fm-3m", Lattice.cubic(2 * math.sqrt(2) * r), [element], [[0, 0, 0]])),
+             ("bcc", Structure.from_spacegroup("Im-3m", Lattice.cubic(4 * r / math.sqrt(3)), [element], [[0, 0, 0]])),
+             ("hcp", Structure.from_spacegroup("P6_3/mmc", Lattice.hexagonal(2 * r, 1.633 * 2 * r), [element],
+                                               [[1 / 3, 2 / 3, 0.25]]))]
+    if Element(element).group == 14:
+        cands.append(("diamond", Structure.from_spacegroup("Fd-3m:2", Lattice.cubic(8 * r / math.sqrt(3)),
+                                                           [element], [[0.125] * 3])))
+    return [(name, s.get_primitive_structure()) for name, s in cands]
+
+
+def relax_reference(task: tuple[str, str]) -> dict:
+    element, name = task
+    structure = dict(reference_candidates(element))[name]
+    out = relax(structure, relax_cell=(element != "O"))
+    return {"id": f"ref:{element}:{name}", "element": element, "structure_type": name,
+            "energy_per_atom": out["energy_per_atom"], "converged": out["converged"], "steps": out["steps"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver: cache, parallel relaxation, output
+# ---------------------------------------------------------------------------------------------
+
+def _load_cache() -> dict[str, dict]:
+    done = {}
+    if CACHE.exists():
+        for line in CACHE.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut by an interruption: that entry runs again
+            done[rec["id"]] = rec
+    return done
+
+
+def _run_parallel(func, tasks, keys, done, workers, desc):
+    from multiprocessing import get_context
+    from tqdm import tqdm
+    todo = [(k, t) for k, t in zip(keys, tasks) if k not in done]
+    if not todo:
+        return
+    CACHE.parent.mkdir(parents=True, exist_ok=True)
+    with open(CACHE, "a") as cache, tqdm(total=len(keys), initial=len(keys) - len(todo), desc=desc) as bar:
+        if workers <= 1:
+            results = map(func, [t for _, t in todo])
+        else:
+            pool = get_context("spawn").Pool(workers, initializer=_init_worker)
+            results = pool.imap_unordered(func, [t for _, t in todo], chunksize=1)
+        for rec in results:
+            done[rec["id"]] = rec
+            cache.write(json.dumps(rec) + "\n")
+            cache.flush()
+            bar.update(1)
+        if workers > 1:
+            pool.close()
+            pool.join()
+
+
+def elements_of(entries) -> list[str]:
+    return sorted({c[0] for e in entries for c in e["cations"]} | {"O"})
+
+
+def references(entries, done, workers) -> dict[str, dict]:
+    tasks = [(el, name) for el in elements_of(entries) for name, _ in reference_candidates(el)]
+    _run_parallel(relax_reference, tasks, [f"ref:{el}:{n}" for el, n in tasks], done, workers, "references")
+    refs = {}
+    for el, name in tasks:
+        rec = done[f"ref:{el}:{name}"]
+        if el not in refs or rec["energy_per_atom"] < refs[el]["energy_per_atom"]:
+            refs[el] = {"structure_type": name, "energy_per_atom": rec["energy_per_atom"]}
+    return refs
+
+
+def formation_energy(formula: str, energy_per_atom: float, refs: dict[str, dict]) -> float:
+    comp = Composition(formula)
+    mu = sum(amt * refs[el.symbol]["energy_per_atom"] for el, amt in comp.items()) / comp.num_atoms
+    return energy_per_atom - mu
+
+
+def all_entries() -> list[dict]:
+    return perovskite_entries() + other_entries()
+
+
+def generate(workers: int = 2, limit: int | None = None) -> None:
+    started = time.perf_counter()
+    entries = all_entries()
+    if limit:  # a quick partial run, for development: keeps every prototype represented
+        rng = random.Random(SEED)
+        entries = rng.sample(entries, min(limit, len(entries)))
+    DATA.mkdir(parents=True, exist_ok=True)
+    write_atom_init(DATA / "atom_init.json")
+    check_covered(elements_of(entries), load_embedding(DATA / "atom_init.json"))
+    done = _load_cache()
+    refs = references(entries, done, workers)
+    _run_parallel(relax_entry, entries, [e["id"] for e in entries], done, workers, "structures")
+    records = [done[e["id"]] for e in entries]
+    write_dataset(records, refs, time.perf_counter() - started)
+
+
+def _split(ids_by_group: dict[str, list[str]], rng: random.Random) -> dict[str, str]:
+    """Stratified split: each group (prototype) is cut 80/10/10 on its own."""
+    split = {}
+    for group in sorted(ids_by_group):
+        ids = sorted(ids_by_group[group])
+        rng.shuffle(ids)
+        n_test = max(1, round(SPLIT_FRACTIONS["test"] * len(ids)))
+        n_val = max(1, round(SPLIT_FRACTIONS["val"] * len(ids)))
+        for i, id_ in enumerate(ids):
+            split[id_] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return split
+
+
+METADATA_COLUMNS = ["id", "formula", "prototype", "space_group", "sites", "energy_per_atom",
+                    "formation_energy_per_atom", "tolerance_factor", "relaxation_steps", "converged"]
+
+
+def write_dataset(records: list[dict], refs: dict, seconds: float) -> None:
+    """Write both sets into a temporary directory, then swap it in: never a half-written data set."""
+    rng = random.Random(SEED)
+    tmp = DATA / ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "perovskites").mkdir(parents=True)
+    (tmp / "classification").mkdir()
+    kept = [r for r in records if "rejected" not in r]
+    for r in kept:
+        r["formation_energy_per_atom"] = formation_energy(r["formula"], r["energy_per_atom"], refs)
+    with open(tmp / "rejected.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "prototype", "reason"])
+        for r in records:
+            if "rejected" in r:
+                w.writerow([r["id"], r["prototype"], r["rejected"]])
+
+    perovs = [r for r in kept if r["family"] == "perovskite"]
+    by_proto: dict[str, list[str]] = {}
+    for r in perovs:
+        by_proto.setdefault(r["prototype"], []).append(r["id"])
+    _write_set(tmp / "perovskites", perovs, "formation_energy_per_atom", _split(by_proto, rng))
+
+    negatives = [r for r in kept if r["family"] != "perovskite"]
+    positives = rng.sample(sorted(perovs, key=lambda r: r["id"]), min(N_CLASSIFICATION_POSITIVES, len(perovs)))
+    cls = sorted(positives + negatives, key=lambda r: r["id"])
+    for r in cls:
+        r["is_perovskite"] = int(r["family"] == "perovskite")
+    by_type: dict[str, list[str]] = {}
+    for r in cls:
+        by_type.setdefault("perovskite" if r["is_perovskite"] else r["prototype"], []).append(r["id"])
+    _write_set(tmp / "classification", cls, "is_perovskite", _split(by_type, rng))
+
+    (tmp / "references.json").write_text(json.dumps(
+        {"method": "CHGNet relaxation; metals: lowest of fcc/bcc/hcp(/diamond); O: O2 molecule in 12 A box",
+         "energy_per_atom_eV": {el: refs[el] for el in sorted(refs)}}, indent=1))
+    (tmp / "generation.json").write_text(json.dumps(_provenance(records, seconds), indent=1))
+    for name in ["perovskites", "classification", "rejected.csv", "references.json", "generation.json"]:
+        target = DATA / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        os.replace(tmp / name, target)
+    shutil.rmtree(tmp)
+
+
+def _write_set(root: Path, records: list[dict], target: str, split: dict[str, str]) -> None:
+    shutil.copy(DATA / "atom_init.json", root / "atom_init.json")
+    with open(root / "id_prop.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        for r in records:
+            w.writerow([r["id"], f"{r[target]:.6f}" if isinstance(r[target], float) else r[target]])
+    with open(root / "metadata.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(METADATA_COLUMNS + (["is_perovskite"] if target == "is_perovskite" else []))
+        for r in records:
+            row = [r["id"], r["formula"], r["prototype"], r["space_group"], r["sites"],
+                   f"{r['energy_per_atom']:.6f}", f"{r['formation_energy_per_atom']:.6f}",
+                   "" if r["tolerance_factor"] is None else r["tolerance_factor"], r["steps"], r["converged"]]
+            w.writerow(row + ([r["is_perovskite"]] if target == "is_perovskite" else []))
+    with open(root / "split.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "split"])
+        for r in records:
+            w.writerow([r["id"], split[r["id"]]])
+    for r in records:
+        (root / f"{r['id']}.cif").write_text(r["cif"])
+
+
+def _provenance(records, seconds) -> dict:
+    import importlib.metadata as md
+    return {"chgnet": md.version("chgnet"), "model": "CHGNet 0.3.0 pretrained weights (inside the wheel)",
+            "torch": md.version("torch"), "pymatgen": md.version("pymatgen"), "optimizer": "FIRE",
+            "fmax_eV_per_A": FMAX, "max_steps": MAX_STEPS, "seed": SEED,
+            "relaxation_seconds_total": round(sum(r.get("seconds", 0) for r in records), 1),
+            "wall_seconds_last_run": round(seconds, 1)}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2, help="relaxation processes (default 2)")
+    parser.add_argument("--limit", type=int, default=None, help="relax only a random sample (development)")
+    parser.add_argument("--fresh", action="store_true", help="ignore the cache of earlier relaxations")
+    args = parser.parse_args(argv)
+    try:
+        import chgnet  # noqa: F401
+    except ImportError:
+        sys.exit("CHGNet is needed to regenerate the data: pip install -r requirements-data.txt")
+    if args.fresh and CACHE.exists():
+        CACHE.unlink()
+    generate(workers=args.workers, limit=args.limit)
+
+
+if __name__ == "__main__":
+    main()
