@@ -5,7 +5,7 @@ What it does, in order (see data/DATACARD.md for the why):
    orthorhombic Pnma) for charge-balanced A/B pairs whose Goldschmidt tolerance factor, from
    pymatgen's Shannon radii, lies in [0.75, 1.10]; and non-perovskite oxides in eight other structure
    types for the classification set.
-2. Relaxes cell and positions with CHGNet (FIRE, fmax 0.05 eV/A, at most 500 steps), in worker
+2. Relaxes cell and positions with CHGNet (BFGS, fmax 0.05 eV/A, at most 300 steps), in worker
    processes of one torch thread each, so that an entry's result does not depend on scheduling.
 3. Labels each entry with its energy per atom and its formation energy per atom against elemental
    references relaxed with the same potential (metals: the lowest of fcc, bcc, hcp and, for group
@@ -46,7 +46,7 @@ DATA = Path(__file__).parent / "data"
 CACHE = DATA / ".cache" / "relaxations.jsonl"
 SEED = 2018  # fixes the classification sample and the split
 FMAX = 0.05  # eV/A
-MAX_STEPS = 500
+MAX_STEPS = 300
 MAX_VOLUME_CHANGE = 0.30
 TOLERANCE_RANGE = (0.75, 1.10)
 R_OXYGEN = Species("O", -2).get_shannon_radius("VI")  # 1.40 A
@@ -60,8 +60,7 @@ A_SITE = {
 }
 B_SITE = {
     5: ["Nb", "Ta", "V", "Sb"],
-    4: ["Ti", "Zr", "Hf", "Sn", "Ge", "Mn", "Mo", "Ru", "Ir", "Ce", "Pb", "V", "Cr", "Fe", "Nb", "Rh",
-        "Os", "Pt"],
+    4: ["Ti", "Zr", "Hf", "Sn", "Ge", "Mn", "Mo", "Ru", "Ir", "Ce", "Pb", "V", "Cr", "Fe", "Nb", "Rh"],
     3: ["Al", "Ga", "In", "Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Rh"],
 }
 POLYMORPHS = ["cubic", "tetragonal", "rhombohedral", "orthorhombic"]
@@ -261,7 +260,7 @@ def _init_worker() -> None:
     warnings.filterwarnings("ignore")
     from chgnet.model import CHGNet, StructOptimizer
     with _quiet():
-        _OPTIMIZER = StructOptimizer(model=CHGNet.load(verbose=False), optimizer_class="FIRE")
+        _OPTIMIZER = StructOptimizer(model=CHGNet.load(verbose=False), optimizer_class="BFGS")
 
 
 class _quiet:
@@ -309,26 +308,31 @@ def relax_entry(entry: dict) -> dict:
         record["space_group"] = SpacegroupAnalyzer(final, symprec=0.1).get_space_group_symbol()
     except Exception:  # spglib can fail on a badly distorted cell; the rejection checks follow
         record["space_group"] = "unknown"
-    reason = rejection_reason(entry, final, out, volume_change)
-    if reason:
-        record["rejected"] = reason
     return record
 
 
-def rejection_reason(entry: dict, final: Structure, out: dict, volume_change: float) -> str | None:
-    if not out["converged"]:
-        return f"not converged: {out['steps']} steps, max force {out['max_force']:.3f} eV/A"
-    if abs(volume_change) > MAX_VOLUME_CHANGE:
-        return f"volume changed by {100 * volume_change:+.0f} %"
-    if not math.isfinite(out["energy_per_atom"]):
+def rejection_reason(record: dict) -> str | None:
+    """Why a relaxed entry is unphysical or failed, or None. Judged when the set is written (not in
+    the worker), so that the criteria can be refined without relaxing anything again."""
+    if "cif" not in record:
+        return record.get("rejected", "relaxation failed")
+    if not record["converged"]:
+        return f"not converged: {record['steps']} steps, max force {record['max_force']:.3f} eV/A"
+    if abs(record["volume_change"]) > MAX_VOLUME_CHANGE:
+        return f"volume changed by {100 * record['volume_change']:+.0f} %"
+    if not math.isfinite(record["energy_per_atom"]):
         return "energy is not finite"
+    final = Structure.from_str(record["cif"], fmt="cif")
+    entry = record
     for i, site in enumerate(final):
         el = site.specie.symbol
         if el == "O":
             continue
         ox = dict((c[0], c[1]) for c in entry["cations"])[el]
         bond = shannon_radius(el, ox, ("VI", "VIII", "IV")) + R_OXYGEN
-        n_o = sum(1 for n in final.get_neighbors(site, 1.3 * bond) if n.specie.symbol == "O")
+        # 1.5 bond lengths: wide enough for the long apical bond of a polar (5+1) octahedron, far
+        # short of the next O shell (about 2.3 bond lengths in a perovskite)
+        n_o = sum(1 for n in final.get_neighbors(site, 1.5 * bond) if n.specie.symbol == "O")
         is_b_site = entry["family"] == "perovskite" and el == entry["cations"][1][0]
         if is_b_site and n_o != 6:
             return f"broken B-O coordination: {el} on site {i} has {n_o} O neighbours, not 6"
@@ -465,6 +469,11 @@ def write_dataset(records: list[dict], refs: dict, seconds: float) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "perovskites").mkdir(parents=True)
     (tmp / "classification").mkdir()
+    for r in records:
+        r.pop("rejected", None) if "cif" in r else None
+        reason = rejection_reason(r)
+        if reason:
+            r["rejected"] = reason
     kept = [r for r in records if "rejected" not in r]
     for r in kept:
         r["formation_energy_per_atom"] = formation_energy(r["formula"], r["energy_per_atom"], refs)
@@ -531,7 +540,7 @@ def _write_set(root: Path, records: list[dict], target: str, split: dict[str, st
 def _provenance(records, seconds) -> dict:
     import importlib.metadata as md
     return {"chgnet": md.version("chgnet"), "model": "CHGNet 0.3.0 pretrained weights (inside the wheel)",
-            "torch": md.version("torch"), "pymatgen": md.version("pymatgen"), "optimizer": "FIRE",
+            "torch": md.version("torch"), "pymatgen": md.version("pymatgen"), "optimizer": "BFGS",
             "fmax_eV_per_A": FMAX, "max_steps": MAX_STEPS, "seed": SEED,
             "relaxation_seconds_total": round(sum(r.get("seconds", 0) for r in records), 1),
             "wall_seconds_last_run": round(seconds, 1)}
