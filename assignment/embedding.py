@@ -104,9 +104,11 @@ def element_vector(z: int) -> list[float]:
     for name, low, high, bins, log in CONTINUOUS[:2]:
         vec += _one_hot(_bin(props[name], low, high, bins, log), bins)
     vec += _one_hot(props["valence_electrons"] - 1, 12)
-    for name, low, high, bins, log in CONTINUOUS[2:]:
+    for name, low, high, bins, log in CONTINUOUS[2:4]:
         vec += _one_hot(_bin(props[name], low, high, bins, log), bins)
     vec += _one_hot(BLOCKS.index(props["block"]), 4)
+    name, low, high, bins, log = CONTINUOUS[4]
+    vec += _one_hot(_bin(props[name], low, high, bins, log), bins)
     vec_len = len(vec)
     assert vec_len == FEATURE_LENGTH, vec_len
     return vec

@@ -1,0 +1,227 @@
+"""The committed data set: format, counts, physics of the labels, regeneration, and bad input."""
+
+import csv
+import json
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from conftest import ASSIGNMENT
+
+DATA = ASSIGNMENT / "data"
+PEROVSKITES = DATA / "perovskites"
+CLASSIFICATION = DATA / "classification"
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def metadata(root=PEROVSKITES):
+    return {r["id"]: r for r in rows(root / "metadata.csv")}
+
+
+# --------------------------------------------------------------------------------------------- format
+
+@pytest.mark.parametrize("root", [PEROVSKITES, CLASSIFICATION])
+def test_cgcnn_directory_format(root):
+    with open(root / "id_prop.csv", newline="") as f:
+        id_prop = [r for r in csv.reader(f)]
+    assert all(len(r) == 2 for r in id_prop), "id_prop.csv rows are id,target"
+    ids = [r[0] for r in id_prop]
+    assert len(set(ids)) == len(ids), "ids are unique"
+    for id_ in ids:
+        assert (root / f"{id_}.cif").is_file(), f"{id_}.cif missing"
+    assert set(metadata(root)) == set(ids), "metadata.csv covers exactly the ids of id_prop.csv"
+    split = {r["id"]: r["split"] for r in rows(root / "split.csv")}
+    assert set(split) == set(ids) and set(split.values()) == {"train", "val", "test"}
+    embedding = json.loads((root / "atom_init.json").read_text())
+    assert all(len(v) == 92 for v in embedding.values())
+
+
+def test_perovskite_counts_and_polymorphs():
+    meta = metadata()
+    counts = Counter(r["prototype"] for r in meta.values())
+    assert len(meta) >= 1000, f"{len(meta)} perovskites, at least 1,000 wanted"
+    assert set(counts) == {"cubic", "tetragonal", "rhombohedral", "orthorhombic"}
+    assert min(counts.values()) >= 150, counts
+    compositions = Counter(r["formula"] for r in meta.values())
+    assert sum(1 for n in compositions.values() if n >= 2) >= 0.5 * len(compositions), \
+        "a good share of compositions appears in more than one polymorph"
+    for r in meta.values():
+        t = float(r["tolerance_factor"])
+        assert 0.75 <= t <= 1.10, f"{r['id']}: tolerance factor {t} outside the screen"
+        assert r["converged"] == "True"
+        assert int(r["sites"]) == {"cubic": 5, "tetragonal": 5, "rhombohedral": 10, "orthorhombic": 20}[r["prototype"]]
+
+
+def test_split_is_stratified_by_polymorph():
+    meta = metadata()
+    split = {r["id"]: r["split"] for r in rows(PEROVSKITES / "split.csv")}
+    for proto in ["cubic", "tetragonal", "rhombohedral", "orthorhombic"]:
+        ids = [i for i, r in meta.items() if r["prototype"] == proto]
+        share = sum(split[i] == "test" for i in ids) / len(ids)
+        assert 0.07 <= share <= 0.13, f"{proto}: {share:.2f} of entries in the test set, about 0.10 wanted"
+
+
+def test_classification_set():
+    meta = metadata(CLASSIFICATION)
+    assert len(meta) >= 600
+    types = Counter(r["prototype"] if r["is_perovskite"] == "0" else "perovskite" for r in meta.values())
+    assert len(types) >= 7, types
+    positives = types["perovskite"] / len(meta)
+    assert 0.4 <= positives <= 0.6, f"{positives:.2f} perovskites, about half wanted"
+    with open(CLASSIFICATION / "id_prop.csv", newline="") as f:
+        labels = {r[0]: r[1] for r in csv.reader(f)}
+    assert all(labels[i] == meta[i]["is_perovskite"] for i in meta)
+
+
+def test_labels_are_physical():
+    meta = metadata()
+    ef = np.array([float(r["formation_energy_per_atom"]) for r in meta.values()])
+    assert np.all(np.isfinite(ef))
+    assert -4.5 < ef.min() and ef.max() < 0.5, "formation energies of oxides lie between about -4.5 and 0 eV/atom"
+    assert ef.std() > 0.3, "the target must vary enough to be worth learning"
+
+
+@pytest.mark.parametrize("formula,experiment", [("SrTiO3", -3.47), ("BaTiO3", -3.44), ("CaTiO3", -3.44)])
+def test_formation_energy_near_experiment(formula, experiment):
+    """Lowest polymorph against the experimental standard enthalpy of formation per atom."""
+    meta = metadata()
+    values = [float(r["formation_energy_per_atom"]) for r in meta.values() if r["formula"] == formula]
+    assert values, f"{formula} is missing from the data set"
+    assert abs(min(values) - experiment) <= 0.25, f"{formula}: {min(values):.3f} vs {experiment} eV/atom"
+
+
+def test_catio3_orthorhombic_below_cubic():
+    meta = metadata()
+    e = {r["prototype"]: float(r["energy_per_atom"]) for r in meta.values() if r["formula"] == "CaTiO3"}
+    assert e["orthorhombic"] < e["cubic"] - 0.01, e
+
+
+def test_rejections_are_logged():
+    with open(DATA / "rejected.csv", newline="") as f:
+        rejected = list(csv.DictReader(f))
+    assert all(r["reason"] for r in rejected)
+    kept = set(metadata()) | set(metadata(CLASSIFICATION))
+    assert not kept & {r["id"] for r in rejected}
+
+
+# ------------------------------------------------------------------------------------- embedding
+
+def test_embedding_blocks():
+    import embedding as emb
+    vectors = emb.make_embedding()
+    assert len(vectors) == emb.Z_MAX
+    sizes = [19, 7, 10, 10, 12, 10, 10, 4, 10]
+    bounds = np.cumsum([0] + sizes)
+    for z, vec in vectors.items():
+        vec = np.asarray(vec)
+        assert vec.shape == (92,) and set(np.unique(vec)) <= {0.0, 1.0}
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            assert vec[lo:hi].sum() <= 1, f"Z={z}: more than one category set in a block"
+    # chemistry the encoding must reflect: O is p-block group 16, Sr is s-block group 2
+    o, sr = np.asarray(vectors["8"]), np.asarray(vectors["38"])
+    assert o[15] == 1 and o[bounds[7] + 1] == 1 and sr[1] == 1 and sr[bounds[7]] == 1
+    committed = json.loads((DATA / "atom_init.json").read_text())
+    assert committed == json.loads(json.dumps(vectors)), "atom_init.json is what embedding.py generates"
+
+
+def test_embedding_rejects_an_uncovered_element():
+    import embedding as emb
+    table = emb.load_embedding(DATA / "atom_init.json")
+    emb.check_covered(["Sr", "Ti", "O"], table)
+    with pytest.raises(ValueError, match="Og"):
+        emb.check_covered(["Og"], table)
+    with pytest.raises(ValueError, match="Xx"):
+        emb.check_covered(["Xx"], table)
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+def test_generator_rejects_unknown_element_and_prototype():
+    import make_dataset as md
+    with pytest.raises(md.PrototypeError, match="Qq"):
+        md.perovskite("Qq", "Ti", "cubic", 2, 4)
+    with pytest.raises(md.PrototypeError, match="hexagonal"):
+        md.perovskite("Sr", "Ti", "hexagonal", 2, 4)
+    with pytest.raises(md.PrototypeError, match="wurtzite"):
+        md.other_oxide("wurtzite", (("Zn", 2),))
+
+
+def test_generator_rejects_overlapping_atoms():
+    import make_dataset as md
+    from pymatgen.core import Lattice, Structure
+    s = Structure(Lattice.cubic(3.9), ["Sr", "O"], [[0, 0, 0], [0.01, 0, 0]])
+    with pytest.raises(md.PrototypeError, match="apart"):
+        md._checked(s, "SrO", "test")
+
+
+def _copy_set(tmp_path):
+    import shutil
+    dest = tmp_path / "set"
+    shutil.copytree(PEROVSKITES, dest)
+    return dest
+
+
+def test_loader_names_a_missing_cif(tmp_path):
+    import cgcnn_utils
+    root = _copy_set(tmp_path)
+    victim = next(iter(metadata()))
+    (root / f"{victim}.cif").unlink()
+    with pytest.raises(cgcnn_utils.DataError, match=victim):
+        cgcnn_utils.load_dataset(root)
+
+
+def test_loader_names_an_unreadable_cif(tmp_path):
+    import cgcnn_utils
+    root = _copy_set(tmp_path)
+    victim = next(iter(metadata()))
+    (root / f"{victim}.cif").write_text("this is not a CIF\n")
+    data = cgcnn_utils.load_dataset(root)
+    with pytest.raises(cgcnn_utils.DataError, match=victim):
+        data.structure(victim)
+
+
+def test_loader_names_an_id_without_file(tmp_path):
+    import cgcnn_utils
+    root = _copy_set(tmp_path)
+    with open(root / "id_prop.csv", "a") as f:
+        f.write("NoSuchCrystal_cubic,-1.0\n")
+    with pytest.raises(cgcnn_utils.DataError, match="NoSuchCrystal_cubic"):
+        cgcnn_utils.load_dataset(root)
+
+
+# ---------------------------------------------------------------------------------- regeneration
+
+REGENERATED = ["SrTiO3_cubic", "CaTiO3_orthorhombic", "LaAlO3_rhombohedral"]
+
+
+@pytest.fixture(scope="module")
+def chgnet_relaxer():
+    pytest.importorskip("chgnet", reason="CHGNet is not installed: pip install -r requirements-data.txt")
+    import make_dataset as md
+    md._init_worker()  # one torch thread, as in the generator's workers
+    return md
+
+
+@pytest.mark.parametrize("entry_id", REGENERATED)
+def test_entries_regenerate_within_1_mev(chgnet_relaxer, entry_id):
+    md = chgnet_relaxer
+    entry = next(e for e in md.all_entries() if e["id"] == entry_id)
+    record = md.relax_entry(entry)
+    assert md.rejection_reason(record) is None
+    committed = metadata()[entry_id]
+    assert abs(record["energy_per_atom"] - float(committed["energy_per_atom"])) < 1e-3
+
+
+def test_references_regenerate_within_1_mev(chgnet_relaxer):
+    md = chgnet_relaxer
+    refs = json.loads((DATA / "references.json").read_text())["energy_per_atom_eV"]
+    for element in ["Sr", "Ti", "O"]:
+        best = min(md.relax_reference((element, name))["energy_per_atom"]
+                   for name, _ in md.reference_candidates(element))
+        assert abs(best - refs[element]["energy_per_atom"]) < 1e-3, element
