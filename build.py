@@ -174,7 +174,8 @@ def build() -> None:
         print("grading the solution with the new autograder ...")
         solution_nb = dist / "autograder" / MASTER.name
         results = grade(zips[0], solution_nb, tmp / "grade")
-        score, possible = results.get("score", 0), sum(t.get("max_score", 0) for t in results["tests"])
+        score = sum(t.get("score", 0) for t in results["tests"])
+        possible = sum(t.get("max_score", 0) for t in results["tests"])
         if not math.isclose(score, possible, abs_tol=1e-6):
             failed = [t["name"] for t in results["tests"] if t.get("score", 0) < t.get("max_score", 0)]
             raise BuildError(f"the solution scores {score}/{possible}; failing: {failed}")
