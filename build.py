@@ -120,6 +120,8 @@ def execute(notebook: Path, seed: int | None = None, graded_only: bool = False,
     import nbformat
     from nbclient import NotebookClient
     nb = nbformat.read(notebook, as_version=4)
+    # The export cell would grade the notebook file as saved (SEED = 0), overwriting this run's outputs.
+    nb.cells = [c for c in nb.cells if "grader.export(" not in c.source]
     if graded_only:
         nb.cells = [c for c in nb.cells if "otter_ignore" not in c.metadata.get("tags", [])]
     if seed is not None:
@@ -189,7 +191,11 @@ def build() -> None:
         (out["solutions"] / "written_answers.md").write_text(written_answers(executed))
         out["autograder"].mkdir()
         shutil.copy(zips[0], out["autograder"] / ZIP_NAME)
-        shutil.copytree(dist / "autograder" / "tests", out["autograder"] / "tests")
+        with zipfile.ZipFile(zips[0]) as z:  # the hidden tests, readable beside the zip
+            for member in z.namelist():
+                if member.startswith("tests/") and member.endswith(".py"):
+                    (out["autograder"] / member).parent.mkdir(exist_ok=True)
+                    (out["autograder"] / member).write_bytes(z.read(member))
         shutil.copy(tmp / "stage" / "test_labels.csv", out["autograder"] / "test_labels.csv")
         for name, path in out.items():
             _swap(path, ROOT / name)

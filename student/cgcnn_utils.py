@@ -1,0 +1,368 @@
+"""Support code for the CGCNN assignment: data loading, batching, training loop and plots.
+
+Everything a student does *not* write lives here, so that the notebook stays about the ideas. The
+parts the student writes (encoding, convolutions, pooling, the model, one training epoch) are passed
+in as functions, never imported from here: this module contains no answer.
+
+Shapes used throughout (N atoms in a batch, M neighbours per atom, C crystals, G Gaussians):
+    atom_fea     (N, 92)   float32  element embedding of each atom
+    nbr_idx      (N, M)    int64    index (into the batch) of each atom's neighbours
+    nbr_fea      (N, M, G) float32  Gaussian-expanded neighbour distances
+    crystal_idx  (N,)      int64    which crystal of the batch each atom belongs to
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA_DIR = HERE / "data" / "perovskites"
+CLASSIFICATION_DIR = HERE / "data" / "classification"
+
+
+class DataError(ValueError):
+    """A data set file that is missing or cannot be read; the message names it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading the CGCNN directory format
+# ---------------------------------------------------------------------------------------------
+
+def load_embedding(root: Path | str = DATA_DIR) -> dict[int, np.ndarray]:
+    """Read `atom_init.json`: {atomic number Z: 92-dimensional float32 vector}."""
+    path = Path(root) / "atom_init.json"
+    if not path.is_file():
+        raise DataError(f"element embedding {path} is missing: the data directory is incomplete")
+    try:
+        raw = json.loads(path.read_text())
+        return {int(z): np.asarray(v, dtype=np.float32) for z, v in raw.items()}
+    except (ValueError, TypeError) as err:
+        raise DataError(f"element embedding {path} is not a JSON object of Z -> list: {err}") from err
+
+
+def _read_csv(path: Path, header: bool) -> list[list[str]]:
+    if not path.is_file():
+        raise DataError(f"{path.name} is missing from {path.parent}")
+    with open(path, newline="") as f:
+        rows = [row for row in csv.reader(f) if row]
+    return rows[1:] if header else rows
+
+
+@dataclass
+class CrystalDataset:
+    """A CGCNN data directory: `id_prop.csv`, one CIF per id, `split.csv`, `metadata.csv`.
+
+    `targets` holds the labels of `id_prop.csv` (in the student release the test ids have none);
+    `split` maps every id to "train", "val" or "test"; `metadata` maps id to a dict of its row.
+    """
+
+    root: Path
+    targets: dict[str, float]
+    split: dict[str, str]
+    metadata: dict[str, dict[str, str]]
+    _structures: dict = field(default_factory=dict, repr=False)
+
+    def ids(self, part: str) -> list[str]:
+        """The ids of one part of the split, in file order."""
+        if part not in ("train", "val", "test"):
+            raise ValueError(f"part must be 'train', 'val' or 'test', not {part!r}")
+        return [i for i, p in self.split.items() if p == part]
+
+    def structure(self, id_: str):
+        """The pymatgen Structure of one entry, read from `<id>.cif` (cached)."""
+        if id_ not in self._structures:
+            from pymatgen.core import Structure
+            path = self.root / f"{id_}.cif"
+            if not path.is_file():
+                raise DataError(f"id {id_!r} is listed but its file {path.name} is missing from {self.root}")
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # pymatgen warns about CIF rounding
+                    self._structures[id_] = Structure.from_file(str(path))
+            except Exception as err:  # pymatgen raises several types for a broken CIF
+                raise DataError(f"could not read {path.name} in {self.root}: {err}") from err
+        return self._structures[id_]
+
+
+def load_dataset(root: Path | str = DATA_DIR) -> CrystalDataset:
+    """Read a CGCNN data directory, checking that every listed id has its CIF."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data directory {root} not found")
+    targets = {}
+    for row in _read_csv(root / "id_prop.csv", header=False):
+        try:
+            targets[row[0]] = float(row[1])
+        except (IndexError, ValueError) as err:
+            raise DataError(f"id_prop.csv in {root}: bad row {row!r} (expected id,number)") from err
+    split = {row[0]: row[1] for row in _read_csv(root / "split.csv", header=True)}
+    with open(root / "metadata.csv", newline="") as f:
+        metadata = {row["id"]: row for row in csv.DictReader(f)}
+    missing = [i for i in list(targets) + list(split) if not (root / f"{i}.cif").is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} id(s) listed in {root} have no CIF file, "
+                        f"for example {missing[0]}.cif")
+    return CrystalDataset(root, targets, split, metadata)
+
+
+# ---------------------------------------------------------------------------------------------
+# Graphs and batches
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class CrystalGraph:
+    """One crystal: atom features (n, 92), neighbour indices (n, M), neighbour distances (n, M)."""
+
+    atom_fea: np.ndarray
+    nbr_idx: np.ndarray
+    nbr_dist: np.ndarray
+
+
+def build_graphs(dataset: CrystalDataset, ids: list[str], embedding, atom_features: Callable,
+                 neighbor_list: Callable, radius: float = 8.0, max_num_nbr: int = 12,
+                 progress: bool = True) -> dict[str, CrystalGraph]:
+    """Turn crystals into graphs with the student's `atom_features` and `neighbor_list`."""
+    from tqdm.auto import tqdm
+    graphs = {}
+    for id_ in tqdm(ids, desc="graphs", disable=not progress, leave=False):
+        s = dataset.structure(id_)
+        idx, dist = neighbor_list(s, radius, max_num_nbr)
+        graphs[id_] = CrystalGraph(np.asarray(atom_features(s, embedding), dtype=np.float32),
+                                   np.asarray(idx, dtype=np.int64), np.asarray(dist, dtype=np.float64))
+    return graphs
+
+
+@dataclass
+class Batch:
+    """Several crystals stacked into one disconnected graph (see the module docstring for shapes)."""
+
+    atom_fea: "torch.Tensor"
+    nbr_fea: "torch.Tensor"
+    nbr_idx: "torch.Tensor"
+    crystal_idx: "torch.Tensor"
+    n_crystals: int
+    target: "torch.Tensor"
+    ids: list[str]
+
+
+def collate(graphs: list[CrystalGraph], targets, ids, gaussian_expand: Callable) -> Batch:
+    """Stack graphs: neighbour indices are shifted by the number of atoms before each crystal."""
+    import torch
+    offsets = np.cumsum([0] + [len(g.atom_fea) for g in graphs[:-1]])
+    nbr_idx = np.concatenate([g.nbr_idx + off for g, off in zip(graphs, offsets)])
+    dist = np.concatenate([g.nbr_dist for g in graphs])
+    crystal_idx = np.concatenate([np.full(len(g.atom_fea), i) for i, g in enumerate(graphs)])
+    return Batch(atom_fea=torch.from_numpy(np.concatenate([g.atom_fea for g in graphs])),
+                 nbr_fea=torch.as_tensor(np.asarray(gaussian_expand(dist)), dtype=torch.float32),
+                 nbr_idx=torch.from_numpy(nbr_idx.astype(np.int64)),
+                 crystal_idx=torch.from_numpy(crystal_idx.astype(np.int64)),
+                 n_crystals=len(graphs),
+                 target=torch.tensor(np.asarray(targets, dtype=np.float32)),
+                 ids=list(ids))
+
+
+def make_batches(graphs: dict[str, CrystalGraph], targets: dict[str, float], ids: list[str],
+                 gaussian_expand: Callable, batch_size: int = 64, shuffle: bool = False,
+                 seed: int = 0) -> list[Batch]:
+    """Cut `ids` into batches (shuffled with `seed` if asked); a missing target becomes NaN."""
+    order = list(ids)
+    if shuffle:
+        np.random.default_rng(seed).shuffle(order)
+    batches = []
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batches.append(collate([graphs[i] for i in chunk], [targets.get(i, np.nan) for i in chunk],
+                               chunk, gaussian_expand))
+    return batches
+
+
+class Normalizer:
+    """Standardise targets with the training set's mean and standard deviation."""
+
+    def __init__(self, values):
+        values = np.asarray(list(values), dtype=np.float64)
+        self.mean, self.std = float(values.mean()), float(values.std() or 1.0)
+
+    def norm(self, x):
+        return (x - self.mean) / self.std
+
+    def denorm(self, x):
+        return x * self.std + self.mean
+
+
+def predict(model, batches: list[Batch], normalizer: Normalizer) -> dict[str, float]:
+    """Predictions in eV/atom for every crystal of `batches`, with the model in eval mode."""
+    import torch
+    model.eval()
+    out = {}
+    with torch.no_grad():
+        for b in batches:
+            pred = normalizer.denorm(model(b.atom_fea, b.nbr_fea, b.nbr_idx, b.crystal_idx, b.n_crystals))
+            out.update(zip(b.ids, pred.reshape(-1).tolist()))
+    return out
+
+
+def mae(pred: dict[str, float], targets: dict[str, float]) -> float:
+    """Mean absolute error over the ids of `pred`."""
+    return float(np.mean([abs(pred[i] - targets[i]) for i in pred]))
+
+
+def fit(model, train_epoch: Callable, train_batches, val_batches, normalizer, targets,
+        epochs: int, lr: float = 3e-3, weight_decay: float = 0.0, progress: bool = True) -> dict:
+    """Train for `epochs` with Adam and cosine learning-rate decay, calling the student's
+    `train_epoch(model, batches, optimizer, normalizer)` once per epoch.
+
+    Returns the history: per epoch the training loss, training MAE and validation MAE (eV/atom),
+    and the wall time. The best validation state is restored at the end.
+    """
+    import copy
+    import torch
+    from tqdm.auto import tqdm
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    history = {"train_loss": [], "train_mae": [], "val_mae": [], "seconds": 0.0}
+    best, best_state = float("inf"), None
+    start = time.perf_counter()
+    bar = tqdm(range(epochs), desc="epochs", disable=not progress)
+    for _ in bar:
+        loss, train_mae = train_epoch(model, train_batches, optimizer, normalizer)
+        scheduler.step()
+        val_mae = mae(predict(model, val_batches, normalizer), targets)
+        history["train_loss"].append(float(loss))
+        history["train_mae"].append(float(train_mae))
+        history["val_mae"].append(val_mae)
+        if val_mae < best:
+            best, best_state = val_mae, copy.deepcopy(model.state_dict())
+        bar.set_postfix(loss=f"{loss:.3f}", val_mae=f"{val_mae:.3f}")
+    history["seconds"] = time.perf_counter() - start
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history
+
+
+def save_predictions(pred: dict[str, float], path: Path | str) -> None:
+    """Write `id,prediction` rows, the format the autograder reads."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "prediction"])
+        for id_, value in pred.items():
+            w.writerow([id_, f"{value:.6f}"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------------------------
+
+def plot_crystal_graph(structure, nbr_idx, nbr_dist, title: str = ""):
+    """Left: the atoms of the unit cell. Right: its crystal graph, one node per atom and one edge
+    per neighbour (periodic images fold back onto the atoms of the cell, so edges repeat)."""
+    import matplotlib.pyplot as plt
+    from pymatgen.core import Element
+    fig = plt.figure(figsize=(10, 4.5))
+    ax = fig.add_subplot(1, 2, 1, projection="3d")
+    xyz = structure.cart_coords
+    species = [s.specie.symbol for s in structure]
+    colours = {el: plt.cm.tab10(i) for i, el in enumerate(sorted(set(species)))}
+    for el in sorted(set(species)):
+        pts = xyz[[i for i, s in enumerate(species) if s == el]]
+        ax.scatter(*pts.T, s=60 + 150 * float(Element(el).atomic_radius or 1), color=colours[el], label=el)
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) @ structure.lattice.matrix
+    for a in range(8):
+        for b in range(a + 1, 8):
+            if bin(a ^ b).count("1") == 1:  # cube edges join corners that differ in one axis
+                ax.plot(*corners[[a, b]].T, color="grey", lw=0.7)
+    ax.set_title(title or structure.composition.reduced_formula)
+    ax.legend(loc="upper left")
+    ax2 = fig.add_subplot(1, 2, 2)
+    n = len(structure)
+    angle = 2 * np.pi * np.arange(n) / n
+    pos = np.c_[np.cos(angle), np.sin(angle)]
+    counts: dict[tuple[int, int], int] = {}
+    for i in range(n):
+        for j in np.asarray(nbr_idx)[i]:
+            key = (min(i, int(j)), max(i, int(j)))
+            counts[key] = counts.get(key, 0) + 1
+    for (i, j), c in counts.items():
+        ax2.plot(*pos[[i, j]].T, color="steelblue", lw=0.5 + 0.4 * c, alpha=0.6)
+    for i in range(n):
+        ax2.scatter(*pos[i], s=400, color=colours[species[i]], zorder=3)
+        ax2.annotate(f"{species[i]}{i}", pos[i], ha="center", va="center", fontsize=8, zorder=4)
+    ax2.set_title(f"crystal graph: {n} nodes, {np.asarray(nbr_idx).size} edges (width = multiplicity)")
+    ax2.set_aspect("equal")
+    ax2.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: dict):
+    """Training loss and MAE curves."""
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot(history["train_loss"])
+    a.set(xlabel="epoch", ylabel="MSE loss (normalised)", yscale="log", title="training loss")
+    b.plot(history["train_mae"], label="train")
+    b.plot(history["val_mae"], label="validation")
+    b.set(xlabel="epoch", ylabel="MAE (eV/atom)", yscale="log", title="mean absolute error")
+    b.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_parity(pred: dict[str, float], targets: dict[str, float], groups: dict[str, str], title=""):
+    """Predicted against true values, coloured by group (polymorph)."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ids = [i for i in pred if i in targets]
+    for g in sorted({groups[i] for i in ids}):
+        sel = [i for i in ids if groups[i] == g]
+        ax.scatter([targets[i] for i in sel], [pred[i] for i in sel], s=12, alpha=0.7, label=g)
+    lims = [min(targets[i] for i in ids) - 0.1, max(targets[i] for i in ids) + 0.1]
+    ax.plot(lims, lims, "k--", lw=1)
+    ax.set(xlim=lims, ylim=lims, xlabel="CHGNet formation energy (eV/atom)",
+           ylabel="CGCNN prediction (eV/atom)", title=title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def errors_by_group(pred: dict[str, float], targets: dict[str, float], groups: dict[str, str]) -> dict:
+    """{group: (count, MAE in eV/atom)}, for the ids of `pred` that have a target."""
+    out = {}
+    for g in sorted({groups[i] for i in pred if i in targets}):
+        sel = [i for i in pred if i in targets and groups[i] == g]
+        out[g] = (len(sel), float(np.mean([abs(pred[i] - targets[i]) for i in sel])))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Guards for cells that need the student's code
+# ---------------------------------------------------------------------------------------------
+
+def _is_stub(func) -> bool:
+    """A function whose body does nothing but return None: the released `...` (or `pass`)."""
+    import dis
+    ops = [(i.opname, i.argval) for i in dis.get_instructions(func)
+           if i.opname not in ("RESUME", "NOP", "CACHE")]
+    return ops in ([("LOAD_CONST", None), ("RETURN_VALUE", None)], [("RETURN_CONST", None)])
+
+
+def unfinished(*funcs) -> list[str]:
+    """Names of the functions that are still the released stubs (a body of only `...`)."""
+    return [f.__qualname__ for f in funcs if hasattr(f, "__code__") and _is_stub(f)]
+
+
+def ready(*funcs) -> bool:
+    """True when every function is written; otherwise say which are not, so that the cell that
+    asked can skip its work instead of failing (every cell of the notebook runs from the start)."""
+    todo = unfinished(*funcs)
+    if todo:
+        print(f"Skipped until you have written: {', '.join(todo)}.")
+    return not todo
