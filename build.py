@@ -147,11 +147,12 @@ def written_answers(nb) -> str:
     """The model answers of the manually graded questions, as markdown."""
     parts, in_q = ["# Model answers to the written questions\n"], False
     for cell in nb.cells:
-        if cell.cell_type == "markdown" and re.match(r"\*\*Question \d", cell.source):
-            parts.append(cell.source)
+        text = re.sub(r"<!--.*?-->", "", cell.source).strip()  # otter marks manual questions with comments
+        if cell.cell_type == "markdown" and re.match(r"\*\*Question \d", text):
+            parts.append(text)
             in_q = True
-        elif in_q and cell.cell_type == "markdown" and cell.source.startswith("*Model answer"):
-            parts.append(cell.source)
+        elif in_q and cell.cell_type == "markdown" and text.startswith("*Model answer"):
+            parts.append(text)
             in_q = False
     return "\n\n".join(parts) + "\n"
 
