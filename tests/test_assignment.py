@@ -67,7 +67,7 @@ def test_build_writes_three_releases(built):
                  if "image/png" in o.get("data", {}))
     assert images >= 4, "the executed solution shows its plots (graph, labels, curves, parity)"
     answers = (solutions / "written_answers.md").read_text()
-    assert answers.count("Model answer") == 2
+    assert answers.count("*Model answer.*") == 2
     assert (autograder / build.ZIP_NAME).is_file() and (autograder / "test_labels.csv").is_file()
     assert sorted(p.stem for p in (autograder / "tests").glob("*.py")) == sorted(POINTS)
 
