@@ -126,16 +126,19 @@ def _student_texts(built):
 def test_student_release_holds_no_solution_hidden_test_or_label(built):
     solution_lines = _solution_lines()
     assert len(solution_lines) > 30
-    hidden_lines = set()
+    hidden_lines, public_test_lines = set(), set()
     for test_file in (built / "autograder" / "tests").glob("*.py"):
         blocks = test_file.read_text().split("@test_case(")
         for block in blocks[1:]:
+            lines = {l.strip() for l in block.splitlines()[1:] if len(l.strip()) > 30}
             if "hidden=True" in block.split("\n", 1)[0]:
-                hidden_lines |= {l.strip() for l in block.splitlines()[1:] if len(l.strip()) > 30}
+                hidden_lines |= lines
+            else:
+                public_test_lines |= lines
     master = nbformat.read(ASSIGNMENT / NB, as_version=4)
     shared = {l.strip() for c in master.cells if c.cell_type == "code" and "hidden: true" not in c.source
               for l in c.source.splitlines()}  # imports and set-ups that public cells share
-    hidden_lines -= shared
+    hidden_lines -= shared | public_test_lines
     assert hidden_lines
     with open(built / "autograder" / "test_labels.csv", newline="") as f:
         labels = {r["id"]: r["formation_energy_per_atom"] for r in csv.DictReader(f)}
