@@ -84,6 +84,7 @@ def main() -> None:
             wall, peak, code = run_measured([sys.executable, "-c", runner % (str(ROOT), str(work / NB), graded)], work)
             print(f"solution notebook, {label:>14}: {wall:6.1f} s, peak {peak:6.0f} MB (exit {code})")
         out = Path(tmp) / "grade"
+        out.mkdir()
         wall, peak, code = run_measured([sys.executable, "-m", "otter", "run", "-a", str(zip_path), "-o", str(out),
                                          str(work / NB)], Path(tmp))
         score = "no results.json"
