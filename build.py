@@ -3,6 +3,7 @@
     python build.py              student/, solutions/ and autograder/ from assignment/
     python build.py calibrate    train the solution over several seeds; writes the MAE thresholds
     python build.py data         regenerate the data set with CHGNet (needs requirements-data.txt)
+    python build.py grade DIR [scores.csv]   grade every submission in DIR locally (otter run)
 
 The build stages the master notebook with the student copy of the data (no held-out labels) in a
 temporary directory, runs `otter assign` there, grades the solution with the new autograder zip,
@@ -14,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -27,7 +29,9 @@ ASSIGNMENT = ROOT / "assignment"
 NAME = "cgcnn_perovskites"
 MASTER = ASSIGNMENT / f"{NAME}.ipynb"
 CALIBRATION = ASSIGNMENT / "calibration.json"
-SHIPPED = ["cgcnn_utils.py", "autograder_requirements.txt"]
+SHIPPED = ["cgcnn_utils.py", "autograder_requirements.txt", "cgcnn_grading.py"]
+PLUGIN = "cgcnn_grading.py"  # otter plugin: imported from the zip's top level (see its docstring)
+ENTRY = "run_otter.py"  # Gradescope's entry point: ours always writes a result (see its docstring)
 DATA_FILES = ["id_prop.csv", "split.csv", "metadata.csv", "atom_init.json"]
 ZIP_NAME = f"{NAME}-autograder.zip"
 CALIBRATION_SEEDS = [0, 1, 2]
@@ -49,7 +53,7 @@ def check_inputs() -> None:
         raise BuildError(f"master notebook {MASTER.name} is not a valid notebook: {err}") from err
     if not any(c.cell_type == "raw" and c.source.startswith("# ASSIGNMENT CONFIG") for c in nb.cells):
         raise BuildError(f"master notebook {MASTER.name} has no '# ASSIGNMENT CONFIG' raw cell")
-    for rel in SHIPPED + [f"data/perovskites/{f}" for f in DATA_FILES] + ["data/classification/id_prop.csv"]:
+    for rel in SHIPPED + [ENTRY] + [f"data/perovskites/{f}" for f in DATA_FILES] + ["data/classification/id_prop.csv"]:
         if not (ASSIGNMENT / rel).is_file():
             raise BuildError(f"assignment/{rel} is missing (run `python build.py data` for the data set)")
 
@@ -101,12 +105,19 @@ def stage(dest: Path, thresholds: dict) -> Path:
     return dest / MASTER.name
 
 
+def plugin_env(plugin_dir: Path) -> dict:
+    """The environment for otter commands: the grading plugin importable, as on Gradescope."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(plugin_dir), env.get("PYTHONPATH")]))
+    return env
+
+
 def otter_assign(notebook: Path, run_tests: bool) -> Path:
     dist = notebook.parent / "dist"
     cmd = [sys.executable, "-m", "otter", "assign", notebook.name, "dist"]
     if not run_tests:
         cmd.append("--no-run-tests")
-    done = subprocess.run(cmd, cwd=notebook.parent, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=notebook.parent, capture_output=True, text=True, env=plugin_env(notebook.parent))
     if done.returncode != 0:
         raise BuildError("otter assign failed (when it grades the solution, a score below 100 % fails):\n"
                          + done.stdout[-4000:] + done.stderr[-4000:])
@@ -136,11 +147,25 @@ def grade(zip_path: Path, submission: Path, out: Path) -> dict:
     """Grade one submission with the autograder zip through `otter run`; return results.json."""
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "otter", "run", "-a", str(zip_path), "-o", str(out), str(submission)],
-                   capture_output=True, text=True, timeout=1800)
+                   capture_output=True, text=True, timeout=1800, env=plugin_env(zip_path.parent))
     results = out / "results.json"
     if not results.is_file():
         raise BuildError(f"otter run wrote no results for {submission.name}")
     return json.loads(results.read_text())
+
+
+def finish_zip(path: Path) -> None:
+    """Put our entry point and the time-limit plugin at the top level of the autograder zip (on the
+    sys.path of Gradescope's `python /autograder/source/run_otter.py`), and the plugin beside it."""
+    ours = {ENTRY: (ASSIGNMENT / ENTRY).read_bytes(), PLUGIN: (ASSIGNMENT / PLUGIN).read_bytes()}
+    with zipfile.ZipFile(path) as z:
+        members = [(info, z.read(info)) for info in z.infolist() if info.filename not in ours]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for info, data in members:
+            z.writestr(info, data)
+        for name, data in ours.items():
+            z.writestr(zipfile.ZipInfo(name, date_time=members[0][0].date_time), data)
+    shutil.copy(ASSIGNMENT / PLUGIN, path.parent / PLUGIN)
 
 
 def written_answers(nb) -> str:
@@ -174,6 +199,7 @@ def build() -> None:
         zips = sorted((dist / "autograder").glob(f"{NAME}-autograder_*.zip"))
         if len(zips) != 1:
             raise BuildError(f"expected one autograder zip from otter assign, found {len(zips)}")
+        finish_zip(zips[0])
         print("grading the solution with the new autograder ...")
         solution_nb = dist / "autograder" / MASTER.name
         results = grade(zips[0], solution_nb, tmp / "grade")
@@ -192,6 +218,7 @@ def build() -> None:
         (out["solutions"] / "written_answers.md").write_text(written_answers(executed))
         out["autograder"].mkdir()
         shutil.copy(zips[0], out["autograder"] / ZIP_NAME)
+        shutil.copy(ASSIGNMENT / PLUGIN, out["autograder"] / PLUGIN)  # for local `otter run`
         with zipfile.ZipFile(zips[0]) as z:  # the hidden tests, readable beside the zip
             for member in z.namelist():
                 if member.startswith("tests/") and member.endswith(".py"):
@@ -206,6 +233,35 @@ wrote
   solutions/   {NAME}_solution.ipynb (executed), written_answers.md: keep for the course staff
   autograder/  {ZIP_NAME}: upload to Gradescope ("Configure Autograder", zip upload);
                tests/ and test_labels.csv: the hidden tests and held-out labels, for reading""")
+
+
+def grade_folder(folder: Path, csv_path: Path) -> list[dict]:
+    """Grade every submission (.zip or .ipynb) in `folder` with the released autograder through
+    `otter run`, one at a time; write one CSV row per submission, with a note when it has no results."""
+    zip_path = ROOT / "autograder" / ZIP_NAME
+    if not zip_path.is_file():
+        raise BuildError(f"{zip_path.relative_to(ROOT)} not found: run `python build.py` first")
+    submissions = sorted(p for p in Path(folder).iterdir() if p.suffix in (".zip", ".ipynb"))
+    if not submissions:
+        raise BuildError(f"no .zip or .ipynb submissions in {folder}")
+    rows, questions = [], []
+    with tempfile.TemporaryDirectory(prefix="cgcnn-grade-") as tmp:
+        for n, sub in enumerate(submissions):
+            print(f"[{n + 1}/{len(submissions)}] {sub.name} ...", flush=True)
+            row = {"submission": sub.name, "note": ""}
+            try:
+                results = grade(zip_path, sub, Path(tmp) / str(n))
+                for t in results["tests"]:
+                    if "max_score" in t and t["name"] != "Public Tests":
+                        row[t["name"]] = t.get("score", 0)
+                        questions += [t["name"]] if t["name"] not in questions else []
+            except (BuildError, subprocess.TimeoutExpired) as err:
+                row["note"] = f"not graded: {err}"
+            row["total"] = sum(v for k, v in row.items() if k in questions)
+            rows.append(row)
+    _write_rows(csv_path, rows, ["submission", *questions, "total", "note"])
+    print(f"wrote {csv_path}: {len(rows)} submissions")
+    return rows
 
 
 def calibrate() -> None:
@@ -240,6 +296,8 @@ def main(argv: list[str]) -> int:
             build()
         elif command == "calibrate":
             calibrate()
+        elif command == "grade" and len(argv) in (2, 3):
+            grade_folder(Path(argv[1]), Path(argv[2] if len(argv) == 3 else "scores.csv"))
         elif command == "data":
             sys.path.insert(0, str(ASSIGNMENT))
             import make_dataset

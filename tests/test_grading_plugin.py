@@ -1,0 +1,153 @@
+"""The grading plugin (assignment/cgcnn_grading.py) on its own, in seconds: its guard cell in a real
+IPython shell, and its file handling and 4b scoring in a directory laid out as otter lays it out.
+The catalogue of submissions (test_submissions.py) covers the same through the real autograder."""
+
+import csv
+import dataclasses
+import os
+
+import nbformat
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from otter.test_files import abstract_test as otter_tests
+
+import cgcnn_grading as grading
+
+
+@pytest.fixture
+def shell(tmp_path):
+    """An IPython shell with the guard cell run first, as the plugin makes the kernel do."""
+    test_file = tmp_path / "q1a.py"
+    test_file.write_text("name = 'q1a'\n")
+    sh = InteractiveShell.instance()
+    cell = grading.GUARD_CELL.format(cell_seconds=2, notebook_seconds=4, test_files={str(test_file): "name = 'q1a'\n"},
+                                     guarded=grading.GUARDED, timeout_marker=grading.TIMEOUT_MARKER,
+                                     restored_marker=grading.RESTORED_MARKER)
+    assert sh.run_cell(cell).success
+    yield sh, test_file
+    import signal
+    signal.alarm(0)
+    sh.events.callbacks["pre_run_cell"].clear()
+    sh.events.callbacks["post_run_cell"].clear()
+    InteractiveShell.clear_instance()
+
+
+def test_endless_cell_is_stopped_and_the_next_cell_runs(shell):
+    sh, _ = shell
+    result = sh.run_cell("while True:\n    pass")
+    assert isinstance(result.error_in_exec, TimeoutError)
+    assert grading.TIMEOUT_MARKER in str(result.error_in_exec)
+    assert sh.run_cell("x = 1 + 1").success and sh.user_ns["x"] == 2
+
+
+def test_a_cell_that_swallows_the_timeout_is_stopped_again(shell):
+    sh, _ = shell
+    result = sh.run_cell("import time\nfor _ in range(1):\n    try:\n        time.sleep(60)\n"
+                         "    except TimeoutError:\n        pass\ntime.sleep(60)")
+    assert isinstance(result.error_in_exec, TimeoutError)
+
+
+def test_notebook_budget_limits_later_cells(shell):
+    sh, _ = shell
+    sh.run_cell("import time\ntime.sleep(60)")  # stopped at 2 s per cell
+    sh.run_cell("time.sleep(60)")  # stopped at 2 s: 4 s used of the notebook's 4
+    result = sh.run_cell("time.sleep(3)")  # gets the 1 s minimum
+    assert isinstance(result.error_in_exec, TimeoutError)
+
+
+def test_replaced_functions_and_test_files_are_restored_before_grader_cells(shell, capsys):
+    sh, test_file = shell
+    import numpy as np
+    original = np.allclose
+    sh.run_cell("import numpy as np, math\nnp.allclose = lambda *a, **k: True\nmath.isclose = lambda *a, **k: True\n"
+                f"open({str(test_file)!r}, 'w').write('points = 0')")
+    assert np.allclose is not original  # a student's cell may do this ...
+    sh.run_cell("grader.check('q1a') if False else None  # .check( marks the grader's cells")
+    assert np.allclose is original  # ... but the grader's cells see the real functions
+    import math
+    assert math.isclose(1.0, 1.5) is False
+    assert test_file.read_text() == "name = 'q1a'\n"
+    assert grading.RESTORED_MARKER in capsys.readouterr().out
+
+
+def _layout(tmp_path, labels, predictions):
+    """otter's grading directories after it copied the autograder's files into the submission."""
+    sub, src = tmp_path / "submission", tmp_path / "source"
+    for d in (sub / "data", src / "files" / "data", sub / "tests"):
+        d.mkdir(parents=True)
+    (src / "files" / "data" / "x.csv").write_text("shipped")
+    (sub / "data" / "x.csv").write_text("the student's own copy")
+    (src / "files" / "cgcnn_utils.py").write_text("# shipped")
+    (sub / "tests" / "q4b.py").write_text("name = 'q4b'")
+    for d in (sub, src / "files"):
+        with open(d / grading.LABELS, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "formation_energy_per_atom"])
+            w.writerows(labels.items())
+    if predictions is not None:
+        with open(sub / grading.PREDICTIONS, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "prediction"])
+            w.writerows(predictions.items())
+    (sub / "nb.ipynb").write_text("{}")
+    return sub / "nb.ipynb"
+
+
+class _Results:
+    """The part of otter's GradingResults the plugin uses."""
+
+    def __init__(self):
+        cases = [otter_tests.TestCase(f"q4b - {k}", None, k > 1, p, None, None) for k, p in enumerate([0, 3, 2, 2], 1)]
+        failing = [otter_tests.TestCaseResult(c, "placeholder", False) for c in cases]
+        self.results = {"q4b": type("TF", (), {"test_case_results": failing})()}
+        self.notebook = nbformat.v4.new_notebook()
+
+
+def _guard(path):
+    return grading.Guard(str(path), {}, {"mae_full": 0.1, "mae_factors": [2.0, 1.5, 1.0], "mae_question": "q4b"})
+
+
+@pytest.mark.parametrize("error, passed", [(0.05, [True, True, True]), (0.12, [True, True, False]),
+                                           (0.18, [True, False, False]), (0.5, [False, False, False])])
+def test_4b_tiers_from_the_saved_predictions(tmp_path, error, passed):
+    labels = {"a": -3.0, "b": -2.0}
+    nb = _layout(tmp_path, labels, {i: y + error for i, y in labels.items()})
+    cwd = os.getcwd()
+    os.chdir(nb.parent)
+    try:
+        guard = _guard(nb)
+        guard.before_grading(None)
+        # while the notebook runs: no labels on disk, the shipped data and module in place
+        assert not list(tmp_path.rglob(grading.LABELS))
+        assert (nb.parent / "data" / "x.csv").read_text() == "shipped"
+        assert (nb.parent / "cgcnn_utils.py").read_text() == "# shipped"
+        results = _Results()
+        guard.after_grading(results)
+    finally:
+        os.chdir(cwd)
+    got = [r.passed for r in results.results["q4b"].test_case_results[1:]]
+    assert got == passed
+    assert results.results["q4b"].test_case_results[0].message == "placeholder"  # the public test is left alone
+    assert f"test MAE {error:.4f}" in guard.generate_report()
+
+
+def test_4b_without_predictions_says_why(tmp_path):
+    nb = _layout(tmp_path, {"a": -3.0}, None)
+    guard = _guard(nb)
+    guard.before_grading(None)
+    results = _Results()
+    guard.after_grading(results)
+    cases = results.results["q4b"].test_case_results[1:]
+    assert not any(r.passed for r in cases)
+    assert all(grading.PREDICTIONS in r.message and "not found" in r.message for r in cases)
+
+
+def test_guard_cell_is_first_and_plain_python_submissions_pass_through(tmp_path):
+    nb_path = _layout(tmp_path, {"a": -3.0}, None)
+    guard = _guard(nb_path)
+    guard.before_grading(None)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    out = guard.before_execution(nb)
+    assert "_cgcnn_guard(600, 900" in out.cells[0].source and out.cells[1].source == "x = 1"
+    assert guard.before_execution("print(1)") == "print(1)"
+    assert dataclasses.is_dataclass(otter_tests.TestCaseResult)
