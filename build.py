@@ -144,13 +144,20 @@ def execute(notebook: Path, seed: int | None = None, graded_only: bool = False,
 
 
 def grade(zip_path: Path, submission: Path, out: Path) -> dict:
-    """Grade one submission with the autograder zip through `otter run`; return results.json."""
+    """Grade one submission with the autograder zip through `otter run`; return results.json. The
+    grading plugin is imported from the zip itself, as on Gradescope, so that it always matches the
+    zip's otter_config.json."""
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "otter", "run", "-a", str(zip_path), "-o", str(out), str(submission)],
-                   capture_output=True, text=True, timeout=1800, env=plugin_env(zip_path.parent))
+    with tempfile.TemporaryDirectory(prefix="cgcnn-plugin-") as plugin_dir:
+        with zipfile.ZipFile(zip_path) as z:
+            z.extract(PLUGIN, plugin_dir)
+        done = subprocess.run([sys.executable, "-m", "otter", "run", "-a", str(zip_path), "-o", str(out),
+                               str(submission)], capture_output=True, text=True, timeout=1800,
+                              env=plugin_env(Path(plugin_dir)))
     results = out / "results.json"
     if not results.is_file():
-        raise BuildError(f"otter run wrote no results for {submission.name}")
+        why = (done.stderr.strip().splitlines() or ["no error message"])[-1]
+        raise BuildError(f"otter run wrote no results for {submission.name}: {why}")
     return json.loads(results.read_text())
 
 

@@ -167,6 +167,8 @@ class Guard(AbstractOtterPlugin):
                     self._report.append(f"Time limit: the cell starting {first!r} was stopped: {out['evalue']}")
                 if RESTORED_MARKER in out.get("text", ""):
                     self._report.append(out["text"].strip())
+        if self._report:  # otter prints plugin reports on stdout only: this is what students see
+            results.set_output("\n".join(self._report))
 
     def _mae(self) -> tuple[float | None, str]:
         """The test MAE of the predictions the notebook saved, or None and why not."""

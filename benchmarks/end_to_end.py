@@ -27,8 +27,8 @@ import build  # noqa: E402
 NB = f"{build.NAME}.ipynb"
 
 
-def _tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, in MB."""
+def descendants(pid: int) -> list[int]:
+    """A process and all its descendants (from /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -37,36 +37,77 @@ def _tree_rss_mb(pid: int) -> float:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [pid]
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
+        found.append(p)
         todo.extend(children.get(p, []))
+    return found
+
+
+def memory_mb(pids) -> tuple[float, float, float]:
+    """(RSS, PSS, anonymous PSS) summed over processes, in MB, from /proc/<pid>/smaps_rollup. RSS
+    counts a library page once per process that maps it; PSS splits it between them, so summed PSS is
+    what the processes hold together. The anonymous part (heap, tensors) cannot be reclaimed without
+    swap; the rest is file pages (libraries), which the kernel can drop and read again."""
+    kb = {"Rss:": 0, "Pss:": 0, "Pss_Anon:": 0}
+    for p in pids:
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                key = line.split(maxsplit=1)[0] if line else ""
+                if key in kb:
+                    kb[key] += int(line.split()[1])
+        except OSError:  # the process ended
             pass
-    return total / 1024
+    return kb["Rss:"] / 1024, kb["Pss:"] / 1024, kb["Pss_Anon:"] / 1024
 
 
-def run_measured(cmd: list[str], cwd: Path) -> tuple[float, float, int]:
-    """Run a command; return (wall seconds, peak MB over its process tree, exit code)."""
+class PeakMemory:
+    """Samples summed RSS, PSS and anonymous PSS of the processes that `pids()` lists, every `interval`
+    seconds, on a thread, while the `with` block runs; keeps the peaks (MB), and the CPU time (user + system)
+    of every process seen, as last sampled (`cpu_seconds`): unlike wall time, it does not grow when
+    other work shares the machine."""
+
+    def __init__(self, pids, interval: float = 0.05):
+        self.pids, self.interval = pids, interval
+        self.rss = self.pss = self.anon = 0.0
+        self._ticks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        while not self._stop.is_set():
+            pids = self.pids()
+            rss, pss, anon = memory_mb(pids)
+            self.rss, self.pss, self.anon = max(self.rss, rss), max(self.pss, pss), max(self.anon, anon)
+            for p in pids:
+                try:
+                    fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+                    self._ticks[p] = max(self._ticks.get(p, 0), int(fields[11]) + int(fields[12]))
+                except (OSError, IndexError, ValueError):
+                    pass
+            self._stop.wait(self.interval)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self._ticks.values()) / os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def run_measured(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float, int]:
+    """Run a command; return (wall seconds, peak RSS in MB over its process tree, exit code)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak = 0.0
-
-    def sample():
-        nonlocal peak
-        while proc.poll() is None:
-            peak = max(peak, _tree_rss_mb(proc.pid))
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    proc.wait()
-    sampler.join()
-    return time.perf_counter() - start, peak, proc.returncode
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with PeakMemory(lambda: descendants(proc.pid)) as peak:
+        proc.wait()
+    return time.perf_counter() - start, peak.rss, proc.returncode
 
 
 def main() -> None:
@@ -86,7 +127,7 @@ def main() -> None:
         out = Path(tmp) / "grade"
         out.mkdir()
         wall, peak, code = run_measured([sys.executable, "-m", "otter", "run", "-a", str(zip_path), "-o", str(out),
-                                         str(work / NB)], Path(tmp))
+                                         str(work / NB)], Path(tmp), env=build.plugin_env(zip_path.parent))
         score = "no results.json"
         if (out / "results.json").is_file():
             import json

@@ -101,6 +101,10 @@ class _Results:
         failing = [otter_tests.TestCaseResult(c, "placeholder", False) for c in cases]
         self.results = {"q4b": type("TF", (), {"test_case_results": failing})()}
         self.notebook = nbformat.v4.new_notebook()
+        self.output = None
+
+    def set_output(self, output):
+        self.output = output
 
 
 def _guard(path):
@@ -129,6 +133,7 @@ def test_4b_tiers_from_the_saved_predictions(tmp_path, error, passed):
     assert got == passed
     assert results.results["q4b"].test_case_results[0].message == "placeholder"  # the public test is left alone
     assert f"test MAE {error:.4f}" in guard.generate_report()
+    assert results.output == guard.generate_report()  # shown to students in results.json
 
 
 def test_4b_without_predictions_says_why(tmp_path):

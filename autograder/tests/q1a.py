@@ -4,6 +4,7 @@ OK_FORMAT = False
 
 name = "q1a"
 points = 2
+all_or_nothing = True
 
 @test_case(points=1, hidden=False)
 def test_srtio3(atom_features, embedding):

@@ -4,6 +4,7 @@ OK_FORMAT = False
 
 name = "q1c"
 points = 2
+all_or_nothing = True
 
 @test_case(points=1, hidden=False)
 def test_defaults(gaussian_expand):

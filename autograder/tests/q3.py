@@ -4,6 +4,7 @@ OK_FORMAT = False
 
 name = "q3"
 points = 4
+all_or_nothing = True
 
 @test_case(points=2, hidden=False)
 def test_small_example(mean_pool, max_pool):

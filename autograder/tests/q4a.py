@@ -4,6 +4,7 @@ OK_FORMAT = False
 
 name = "q4a"
 points = 3
+all_or_nothing = True
 
 @test_case(points=1, hidden=False)
 def test_shape_and_invariance(CGCNN):

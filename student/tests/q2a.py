@@ -4,6 +4,7 @@ OK_FORMAT = False
 
 name = "q2a"
 points = 4
+all_or_nothing = True
 
 @test_case(points=2, hidden=False)
 def test_shape_and_symmetry(SharedConv):

@@ -1,0 +1,281 @@
+"""One grading run of the solution in Gradescope's layout, under Gradescope-like CPU and memory limits.
+
+    python build.py && python benchmarks/gradescope_limits.py [--runs N] [--only "0.5 CPU"]
+
+Gradescope's default container has half a CPU and 768 MB of memory, a 10-minute timeout (40 at
+most), and kills the run ("Killed" in its log) when memory runs out; a run that writes no
+results.json scores 0. This script grades the executed solution notebook with the released autograder
+zip exactly as Gradescope runs it (`tests/harness.py: gradescope_run`: the zip unpacked into
+root/source, the submission into root/submission, `python root/source/run_otter.py root`) in six
+configurations:
+
+    2 cores, no limit | 1 core (taskset -c 0) | 1 core + 768 MB | 1 core + 700 MB | 0.5 CPU + 768 MB
+    | 0.5 CPU + 768 MB with OMP_NUM_THREADS=1
+
+The memory limits are a cgroup-v1 memory controller (memory.limit_in_bytes and, with no swap, the
+same memsw limit), created inside this process's own memory cgroup; "0.5 CPU" is a cpu cgroup with a
+CFS quota of 50 ms per 100 ms, both cores visible, which is how a container gets half a CPU (torch
+then starts one thread per visible core). For each run it prints the wall time, the CPU time (user +
+system summed over the run's processes: the wall time on an idle core, whatever else runs here), the
+cgroup's peak (memory.max_usage_in_bytes: anonymous memory plus the page cache charged to
+the run, what the kernel compares with the limit), the peak summed PSS and RSS over the run's processes
+(sampled from /proc/<pid>/smaps_rollup every 200 ms), the OOM kills and the score; then a recommended
+Gradescope setting. Page caches are dropped before each run (needs root) so that the libraries' pages
+are read, and charged to the cgroup, as in a fresh container.
+
+Wall times grow with whatever else runs on this machine; the CPU times do not, which is why the
+recommended timeout is derived from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
+import build  # noqa: E402
+import harness  # noqa: E402
+from end_to_end import PeakMemory, descendants  # noqa: E402
+
+MB = 1024 * 1024
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+GRADESCOPE_MB = 768  # Gradescope's default container
+BUDGET_MB = 700  # the project's budget: leaves room below Gradescope's default
+SAMPLE_SECONDS = 0.2  # reading smaps_rollup of a 2 GB process costs CPU: not more often
+CONFIGS = [  # (label, CPU list for taskset, memory limit in MB, CPU quota, OMP_NUM_THREADS); None: none
+    ("2 cores, no limit", None, None, None, None),
+    ("1 core", "0", None, None, None),
+    (f"1 core + {GRADESCOPE_MB} MB", "0", GRADESCOPE_MB, None, None),
+    (f"1 core + {BUDGET_MB} MB", "0", BUDGET_MB, None, None),
+    (f"0.5 CPU + {GRADESCOPE_MB} MB", None, GRADESCOPE_MB, 0.5, None),  # Gradescope's default container
+    (f"0.5 CPU, 1 thread", None, GRADESCOPE_MB, 0.5, 1),  # the same, torch told to use one thread
+]
+_names = itertools.count()
+
+
+def own_cgroup(controller: str) -> Path:
+    """The cgroup (v1) of `controller` that this process is in: new cgroups go inside it, so that the
+    machine's own accounting of this process tree still holds."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return CGROUP_ROOT / controller / path.lstrip("/")
+    return CGROUP_ROOT / controller
+
+
+def cgroup_unavailable(controller: str = "memory") -> str | None:
+    """Why a cgroup of `controller` ("memory" or "cpu") cannot be made here, or None when it can."""
+    base = own_cgroup(controller)
+    if not (base / "cgroup.procs").is_file():
+        return f"no cgroup-v1 {controller} controller at {base}"
+    probe = base / f"cgcnn-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as err:
+        return f"cannot create a {controller} cgroup in {base}: {err}"
+    return None
+
+
+def drop_caches() -> bool:
+    """Empty the page cache (root only), as in a fresh container; True when it was dropped."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        return True
+    except OSError:
+        return False
+
+
+class GradingCgroup:
+    """A cgroup-v1 memory cgroup limited to `limit_mb` (None: no limit, to measure only), and, when
+    `cpu_share` is given, a cpu cgroup with that CFS quota (0.5: half a CPU, every CPU still visible,
+    as in Gradescope's container). Commands run in them through `prefix()`; removed on exit."""
+
+    def __init__(self, limit_mb: int | None = None, cpu_share: float | None = None):
+        self.limit_mb, self.cpu_share = limit_mb, cpu_share
+        name = f"cgcnn-gradescope-{os.getpid()}-{next(_names)}"
+        self.path = own_cgroup("memory") / name
+        self.cpu_path = own_cgroup("cpu") / name if cpu_share else None
+
+    def __enter__(self) -> "GradingCgroup":
+        self.path.mkdir()
+        if self.limit_mb is not None:
+            (self.path / "memory.limit_in_bytes").write_text(str(self.limit_mb * MB))
+            memsw = self.path / "memory.memsw.limit_in_bytes"  # memory + swap: no swapping around the limit
+            if memsw.exists():
+                memsw.write_text(str(self.limit_mb * MB))
+        if self.cpu_path:
+            self.cpu_path.mkdir()
+            (self.cpu_path / "cpu.cfs_period_us").write_text("100000")
+            (self.cpu_path / "cpu.cfs_quota_us").write_text(str(int(self.cpu_share * 100000)))
+        return self
+
+    def prefix(self) -> list[str]:
+        """A command prefix that moves the command into these cgroups, then runs it."""
+        procs = [p / "cgroup.procs" for p in (self.path, self.cpu_path) if p]
+        return ["sh", "-c", " && ".join(f"echo $$ > {shlex.quote(str(p))}" for p in procs) + ' && exec "$@"', "sh"]
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+        except OSError:
+            return []
+
+    def peak_mb(self) -> float:
+        return int((self.path / "memory.max_usage_in_bytes").read_text()) / MB
+
+    def oom_kills(self) -> int:
+        for line in (self.path / "memory.oom_control").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+        return 0
+
+    def __exit__(self, *exc):
+        for _ in range(100):  # processes left behind (none, normally) end or are gone soon
+            if not self.pids():
+                break
+            time.sleep(0.1)
+        for path in (self.path, self.cpu_path):
+            try:
+                if path:
+                    path.rmdir()
+            except OSError:
+                pass
+
+
+@dataclass
+class Measurement:
+    """One grading run: results.json (None when none was written), and what it used."""
+    label: str
+    limit_mb: int | None = None
+    results: dict | None = None
+    wall: float = 0.0
+    cpu_seconds: float = 0.0  # user + system over the run's processes: wall time on an idle core
+    cgroup_peak_mb: float | None = None  # None: no cgroup
+    oom_kills: int | None = None
+    peak_pss_mb: float = 0.0
+    peak_anon_mb: float = 0.0  # the part of PSS that no memory limit can reclaim (no swap)
+    peak_rss_mb: float = 0.0
+    caches_dropped: bool = False
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        return sum(harness.scores(self.results).values()) if self.results else 0.0
+
+    def line(self) -> str:
+        cg = f"{self.cgroup_peak_mb:5.0f} MB" if self.cgroup_peak_mb is not None else "   n/a  "
+        oom = "n/a" if self.oom_kills is None else str(self.oom_kills)
+        score = f"{self.score:g}/30" if self.results else "no results.json"
+        return (f"{self.label:<18} {self.wall:6.1f} s wall, {self.cpu_seconds:6.1f} s CPU  cgroup peak {cg}  PSS {self.peak_pss_mb:4.0f} MB (anon {self.peak_anon_mb:3.0f})  "
+                f"RSS {self.peak_rss_mb:5.0f} MB  OOM kills {oom}  {score}")
+
+
+def measure(submission: Path, root: Path, label: str = "", cpus: str | None = None,
+            limit_mb: int | None = None, cpu_share: float | None = None, threads: int | None = None,
+            zip_path: Path = harness.AUTOGRADER_ZIP, timeout: float = 1800) -> Measurement:
+    """Grade `submission` with `harness.gradescope_run` in `root`, pinned to `cpus` (taskset) and,
+    when cgroups can be made here, in a memory cgroup limited to `limit_mb` (None: unlimited, which
+    still measures the cgroup's peak) and a CPU quota of `cpu_share` CPUs, with OMP_NUM_THREADS set
+    to `threads` (None: torch's default, one thread per visible core). Without the cgroups a limited
+    run is not made (see `error`)."""
+    m = Measurement(label or f"cpus={cpus} limit={limit_mb}", limit_mb)
+    prefix = ["taskset", "-c", cpus] if cpus is not None else []
+    if cpus is not None and not shutil.which("taskset"):
+        m.notes.append("taskset not found: not pinned to one core")
+        prefix = []
+    if threads is not None:
+        prefix = ["env", f"OMP_NUM_THREADS={threads}", *prefix]
+    reason = cgroup_unavailable()
+    if reason and limit_mb is not None or cpu_share and cgroup_unavailable("cpu"):
+        m.error = f"not run: {reason or cgroup_unavailable('cpu')}"
+        return m
+    m.caches_dropped = drop_caches()
+    if not m.caches_dropped:
+        m.notes.append("page cache not dropped (needs root): libraries already cached are not charged")
+    start = time.perf_counter()
+    try:
+        if reason:
+            m.notes.append(reason)
+            me = os.getpid()
+            with PeakMemory(lambda: [p for p in descendants(me) if p != me], SAMPLE_SECONDS) as peak:
+                m.results = harness.gradescope_run(submission, root, zip_path=zip_path, prefix=prefix, timeout=timeout)
+        else:
+            with GradingCgroup(limit_mb, cpu_share) as cg, PeakMemory(cg.pids, SAMPLE_SECONDS) as peak:
+                try:
+                    m.results = harness.gradescope_run(submission, root, zip_path=zip_path,
+                                                       prefix=cg.prefix() + prefix, timeout=timeout)
+                finally:
+                    m.cgroup_peak_mb, m.oom_kills = cg.peak_mb(), cg.oom_kills()
+    except (AssertionError, subprocess.TimeoutExpired) as err:  # no results.json, or too slow
+        m.error = str(err)[-2000:]
+    m.wall = time.perf_counter() - start
+    m.peak_pss_mb, m.peak_anon_mb, m.peak_rss_mb, m.cpu_seconds = peak.pss, peak.anon, peak.rss, peak.cpu_seconds
+    return m
+
+
+def recommend(runs: list[Measurement]) -> str:
+    """Gradescope settings from the measurements: timeout from the 1-core runs' CPU time (what one
+    idle core takes, whatever else ran here), doubled for half a CPU, plus 25 %, in whole minutes
+    from 10 (the default) to 40 (the maximum); memory from the runs under a limit and the largest
+    anonymous peak plus 25 %."""
+    one_core = [m.cpu_seconds for m in runs if "1 core" in m.label and m.results] or [m.cpu_seconds for m in runs]
+    timeout_min = min(40, max(10, math.ceil(2 * max(one_core) * 1.25 / 60)))
+    half = [m for m in runs if "0.5 CPU" in m.label and m.results]
+    # The cgroup's peak counts page cache and library pages, which the kernel reclaims (and reads
+    # again) before it kills anything; anonymous memory it cannot reclaim without swap. The proof is
+    # a full-marks run under a limit; the margin is what the anonymous peak leaves of the limit.
+    anon = max((m.peak_anon_mb for m in runs if m.results), default=0.0)
+    pss = max((m.peak_pss_mb for m in runs if m.results), default=0.0)
+    passed = sorted(m.limit_mb for m in runs if m.limit_mb and m.score == 30 and m.oom_kills == 0)
+    if passed and passed[0] <= GRADESCOPE_MB and anon * 1.25 <= passed[0]:
+        memory = (f"Gradescope's default {GRADESCOPE_MB} MB: full marks under a {passed[0]} MB limit, no OOM "
+                  f"kill; anonymous peak {anon:.0f} MB (PSS with libraries {pss:.0f} MB)")
+    elif passed and passed[0] <= GRADESCOPE_MB:
+        memory = (f"{GRADESCOPE_MB} MB passes (full marks under a {passed[0]} MB limit) but the anonymous peak "
+                  f"of {anon:.0f} MB leaves less than 25 % margin: choose 1 GB to be safe")
+    else:
+        memory = f"at least {math.ceil(pss * 1.25 / 256) * 256} MB (PSS {pss:.0f} MB + 25 %)"
+    measured = f"; measured at 0.5 CPU: {half[0].wall:.0f} s wall" if half else ""
+    return (f"recommended Gradescope setting: autograder timeout {timeout_min} min "
+            f"(2 x the 1-core CPU time for half a CPU, 25 % margin{measured}); memory: {memory}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=1, help="runs per configuration (default 1)")
+    parser.add_argument("--only", default="", help="only the configurations whose label contains this")
+    args = parser.parse_args()
+    solution = ROOT / "solutions" / f"{build.NAME}_solution.ipynb"
+    if not solution.is_file() or not harness.AUTOGRADER_ZIP.is_file():
+        sys.exit("run `python build.py` first: the benchmark grades its releases")
+    reason = cgroup_unavailable()
+    if reason:
+        print(f"note: {reason}; the memory-limited configurations are not run")
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="cgcnn-gs-limits-") as tmp:
+        for n, (label, cpus, limit, share, threads) in enumerate(CONFIGS):
+            for r in range(args.runs if args.only in label else 0):
+                m = measure(solution, Path(tmp) / f"{n}-{r}", label, cpus, limit, share, threads)
+                runs.append(m)
+                print(m.line() + (f"  ({m.error.splitlines()[0][:100]})" if m.error else ""), flush=True)
+                for note in m.notes:
+                    print(f"    note: {note}")
+    print(recommend(runs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,767 @@
+"""A catalogue of submissions that proves the autograder: wrong, alternative correct, adversarial,
+malformed and repeated submissions, each with the scores it must get per part.
+
+Every submission is the executed solution notebook (outputs stripped) with a small readable edit: a
+string replaced in the code cell that has a line starting with a given key (the replaced text must be
+found, so the catalogue breaks loudly when the notebook changes), a solution block rewritten, a cell
+added, or the cell of the student release put back (the `...` stubs).
+
+    python tests/submissions.py                 writes docs/submissions.md from the catalogue
+    python tests/submissions.py grade NAME...   grades the named cases and prints their scores
+
+`tests/test_submissions.py` grades every case with the real autograder zip.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import re
+import shutil
+import sys
+import textwrap
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import harness  # noqa: E402
+import build  # noqa: E402  (harness put the project root on sys.path)
+
+SOLUTION = ROOT / "solutions" / "cgcnn_perovskites_solution.ipynb"
+STUDENT = ROOT / "student" / harness.NB_NAME
+LABELS = ROOT / "autograder" / "test_labels.csv"
+DOC = ROOT / "docs" / "submissions.md"
+POINTS = {"q1a": 2, "q1b": 4, "q1c": 2, "q2a": 4, "q2b": 4, "q3": 4, "q4a": 3, "q4b": 7}
+CATEGORIES = {
+    "wrong": "Wrong: loses the points of the part it breaks (and of a later part that truly depends on it)",
+    "alternative": "Alternative correct: full marks",
+    "adversarial": "Adversarial: no credit for what it did not implement, and the results say why",
+    "malformed": "Malformed or hostile: still a result, with a clear message",
+    "determinism": "Determinism: the same submission graded again scores the same",
+}
+GRADING_SECONDS = 70  # one grading that trains the model, on this project's 2-core machine
+
+Edit = Callable[[nbformat.NotebookNode], None]
+
+
+class CatalogueError(RuntimeError):
+    """An edit no longer fits the solution notebook: the catalogue must follow the notebook."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Edits
+# ---------------------------------------------------------------------------------------------
+
+def _cell(nb, key: str) -> nbformat.NotebookNode:
+    """The one code cell with a line that starts with `key`."""
+    hits = [c for c in nb.cells if c.cell_type == "code" and any(l.startswith(key) for l in c.source.splitlines())]
+    if len(hits) != 1:
+        raise CatalogueError(f"expected one code cell with a line starting {key!r}, found {len(hits)}")
+    return hits[0]
+
+
+def replace(key: str, old: str, new: str) -> Edit:
+    """Replace the one occurrence of `old` by `new` in the cell of `key`."""
+    def edit(nb):
+        cell = _cell(nb, key)
+        if cell.source.count(old) != 1:
+            raise CatalogueError(f"cell {key!r}: {old!r} found {cell.source.count(old)} times, expected once")
+        cell.source = cell.source.replace(old, new)
+    return edit
+
+
+def body(key: str, code: str, block: int = 0) -> Edit:
+    """Rewrite the `block`-th `# BEGIN SOLUTION` ... `# END SOLUTION` block of the cell of `key`."""
+    def edit(nb):
+        cell = _cell(nb, key)
+        blocks = list(re.finditer(r"^( *)# BEGIN SOLUTION\n.*?^ *# END SOLUTION", cell.source, re.M | re.S))
+        if len(blocks) <= block:
+            raise CatalogueError(f"cell {key!r} has {len(blocks)} solution blocks, not {block + 1}")
+        found = blocks[block]
+        block_code = f"# BEGIN SOLUTION\n{textwrap.dedent(code).strip()}\n# END SOLUTION"  # kept for later edits
+        new = textwrap.indent(block_code, found.group(1))
+        cell.source = cell.source[:found.start()] + new + cell.source[found.end():]
+    return edit
+
+
+def insert(key: str, code: str, after: bool = True) -> Edit:
+    """A new code cell after (or before) the cell of `key`."""
+    def edit(nb):
+        at = nb.cells.index(_cell(nb, key)) + (1 if after else 0)
+        nb.cells.insert(at, nbformat.v4.new_code_cell(textwrap.dedent(code).strip("\n")))
+    return edit
+
+
+def stubs(*keys: str) -> Edit:
+    """Put back the cells of the student release (bodies `...`) for these definitions."""
+    def edit(nb):
+        student = nbformat.read(STUDENT, as_version=4)
+        for key in keys:
+            _cell(nb, key).source = _cell(student, key).source
+    return edit
+
+
+def train_on(*parts: str) -> Edit:
+    """Build the training batches from these parts of the split instead of "train" alone."""
+    ids = " + ".join(f'data.ids("{p}")' for p in parts)
+    return replace(GRAPHS, 'data.targets, data.ids("train"), gaussian_expand,', f"data.targets, {ids}, gaussian_expand,")
+
+
+def edits(*steps: Edit) -> Edit:
+    def edit(nb):
+        for step in steps:
+            step(nb)
+    return edit
+
+
+ALL_PARTS = ("def atom_features", "def neighbor_list", "def gaussian_expand", "class SharedConv",
+             "class GatedConv", "def mean_pool", "class CGCNN", "def train_epoch")
+IMPORTS = "SEED = "  # the cell that imports and loads the data
+GRAPHS = "RADIUS, MAX_NUM_NBR"  # the cell that builds the graphs and batches
+TRAINING = "test_predictions = {}"  # the cell that trains and predicts
+
+
+def cell_seconds(zip_path: Path = harness.AUTOGRADER_ZIP) -> float:
+    """The grading plugin's time limit per cell, from the autograder's configuration."""
+    with zipfile.ZipFile(zip_path) as z:
+        config = json.loads(z.read("otter_config.json"))
+    for plugin in config.get("plugins", []):
+        for name, settings in (plugin.items() if isinstance(plugin, dict) else []):
+            if name.startswith("cgcnn_grading."):
+                return float((settings or {}).get("cell_seconds", 300))
+    return 300.0
+
+
+def held_out_labels() -> dict[str, float]:
+    """The held-out test labels (standing in for labels a student recomputed elsewhere, e.g. with CHGNet)."""
+    with open(LABELS, newline="") as f:
+        return {r["id"]: float(r["formation_energy_per_atom"]) for r in csv.DictReader(f)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Expected scores
+# ---------------------------------------------------------------------------------------------
+
+def full(**changed: float) -> dict[str, float]:
+    """Full marks except the given parts."""
+    unknown = set(changed) - set(POINTS)
+    assert not unknown, unknown
+    return {q: float(changed.get(q, p)) for q, p in POINTS.items()}
+
+
+def zero(**changed: float) -> dict[str, float]:
+    """No marks except the given parts."""
+    return full(**{q: changed.get(q, 0) for q in POINTS})
+
+
+# ---------------------------------------------------------------------------------------------
+# The catalogue
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Case:
+    name: str
+    category: str
+    what: str
+    edit: Edit | None
+    expected: dict[str, float]
+    message: str | None = None  # a regular expression that results.json's outputs must match
+    runner: str = "otter"  # "otter": `otter run`, as instructors grade; "gradescope": the zip's entry point
+    upload: str = "notebook"  # "notebook" (.ipynb), "zip", "no-notebook", "truncated"
+    nb_name: str = harness.NB_NAME
+    files: dict[str, bytes] | Callable[[], dict[str, bytes]] = field(default_factory=dict)  # also in the zip
+    trains: bool = True  # whether the grading trains the model (for ordering the runs)
+    stopped: bool = False  # a cell runs until the grader's time limit per cell stops it
+    graded: bool = True  # False: nothing can be graded, results.json holds only an error message
+
+    @property
+    def seconds(self) -> float:
+        """About how long grading takes, to start the longest first."""
+        return (GRADING_SECONDS if self.trains else 20) + (cell_seconds() if self.stopped else 0)
+
+
+
+def _gated_concat(first: str, second: str) -> str:
+    """GatedConv.forward in the literal form: the concatenation of centre, neighbour and edge."""
+    return f"""
+        n, m = nbr_idx.shape
+        f = self.atom_fea_len
+        centre, neighbour = atom_fea[:, None, :].expand(n, m, f), atom_fea[nbr_idx]
+        z = torch.cat([{first}, {second}, nbr_fea], dim=2)  # (N, M, 2F + B)
+        gated = self.bn1(self.fc_full(z).view(n * m, 2 * f)).view(n, m, 2 * f)
+        nbr_filter, nbr_core = gated.chunk(2, dim=2)
+        summed = (self.sigmoid(nbr_filter) * self.softplus1(nbr_core)).sum(dim=1)
+        return self.softplus2(atom_fea + self.bn2(summed))
+    """
+
+
+NEIGHBOURS = 'nearest = mine[np.argsort(dists[mine], kind="stable")][:max_num_nbr]'
+GATHER = "gated = centre[:, None, :] + neighbour[nbr_idx] + nbr_fea @ w_edge.T"
+BN1 = "gated = self.bn1(gated.view(n * m, 2 * f)).view(n, m, 2 * f)"
+PREDICT = "test_predictions = cgcnn_utils.predict(model, test_batches, normalizer)"
+STEP = "        optimizer.step()\n"
+
+# Cells a cheating notebook adds. They run in the grading kernel, like every cell of the notebook.
+PATCH_COMPARISONS = """
+    # make every comparison pass
+    import math, numpy, numpy.testing, torch
+    numpy.allclose = numpy.isclose = torch.allclose = math.isclose = lambda *args, **kwargs: True
+    numpy.testing.assert_allclose = numpy.testing.assert_array_almost_equal = lambda *args, **kwargs: None
+"""
+PATCH_ABS = """
+    # every difference is zero
+    import builtins, numpy, torch
+    def _zero(x, *args, **kwargs):
+        return numpy.zeros(1)
+    builtins.abs = numpy.abs = numpy.absolute = torch.abs = _zero
+"""
+REPATCH_EVERY_CELL = """
+    # before each of the grader's cells (after anything that restores the originals), every
+    # difference is zero; the notebook's own cells, training included, see the real functions
+    import builtins, numpy, torch
+    from IPython import get_ipython
+    _real = builtins.abs, numpy.abs, numpy.absolute, torch.abs
+    def _zero(x, *args, **kwargs):
+        return numpy.zeros(1)
+    def _patch(info):
+        source = getattr(info, "raw_cell", "") or ""
+        grader = ".check(" in source or "Checker" in source
+        builtins.abs, numpy.abs, numpy.absolute, torch.abs = (_zero,) * 4 if grader else _real
+    get_ipython().events.register("pre_run_cell", _patch)
+"""
+OVERWRITE_TESTS = """
+    # every test function returns at once
+    import glob, re
+    for _path in glob.glob("tests/*.py"):
+        with open(_path) as _f:
+            _text = _f.read()
+        with open(_path, "w") as _f:
+            _f.write(re.sub(r"(def test_\\w+\\(.*?\\):\\n)", r"\\1    return\\n", _text))
+"""
+PATCH_CHECKER = """
+    # every check the grader records has passed
+    import dataclasses
+    from otter.execute import Checker
+    _check = Checker.check.__func__
+    def _passing(cls, *args, **kwargs):
+        test = _check(cls, *args, **kwargs)
+        test.test_case_results = [dataclasses.replace(r, passed=True) for r in test.test_case_results]
+        return test
+    Checker.check = classmethod(_passing)
+"""
+FAKE_GRADER = """
+    class _Grader:
+        def check(self, question):
+            print(f"{question} results: All test cases passed!")
+    grader = _Grader()
+"""
+READ_LABELS = """
+    # look for the held-out labels in the grading directory and submit them
+    import csv, glob, os
+    test_predictions = {}
+    for path in ["test_labels.csv"] + glob.glob(os.path.join("..", "**", "*label*.csv"), recursive=True):
+        if os.path.isfile(path):
+            with open(path) as f:
+                test_predictions = {r["id"]: float(r["formation_energy_per_atom"]) for r in csv.DictReader(f)}
+            break
+    cgcnn_utils.save_predictions(test_predictions, "test_predictions.csv")
+    print(len(test_predictions), "predictions")
+"""
+OVERWRITE_LABELS = """
+    # the labels the grader reads are now the predictions
+    import csv
+    with open("test_labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "formation_energy_per_atom"])
+        w.writerows(test_predictions.items())
+"""
+STUB_Q1A = "expected one row of 92 features per atom"  # what q1a says of the released stub
+STEP_AWAY = r"one step away from a centre gives exp\(-1\)"  # q1c's public test, of `/ var`
+# Three wrong parts the training does not use, for the cheating notebooks to hide
+WRONG_1C_2B_3 = (replace("def gaussian_expand", "/ var ** 2", "/ var"),
+                 replace("class GatedConv", "self.sigmoid(nbr_filter)", "nbr_filter"),
+                 replace("def mean_pool", "include_self=False", "include_self=True"))
+MEAN_PREDICTOR = 'test_predictions = {i: normalizer.mean for i in data.ids("test")}'
+
+
+def _hardcoded_predictions() -> str:
+    labels = held_out_labels()
+    return (f"test_predictions = {json.dumps(labels, indent=0)}\n"
+            'cgcnn_utils.save_predictions(test_predictions, "test_predictions.csv")')
+
+
+def _support_module_with_labels() -> dict[str, bytes]:
+    """A cgcnn_utils.py whose predict() returns the held-out labels for the test crystals."""
+    text = (ROOT / "student" / "cgcnn_utils.py").read_text()
+    old = "            out.update(zip(b.ids, pred.reshape(-1).tolist()))\n"
+    if text.count(old) != 1:
+        raise CatalogueError("cgcnn_utils.predict changed: update the shipped-module case")
+    text = text.replace(old, old + "    out.update((i, _KNOWN[i]) for i in out if i in _KNOWN)\n")
+    text += f"\n\n_KNOWN = {json.dumps(held_out_labels())}\n"
+    return {"cgcnn_utils.py": text.encode()}
+
+
+def _data_with_test_labels() -> dict[str, bytes]:
+    """The student's data/ directory, with labels for the test crystals in id_prop.csv."""
+    files = {}
+    data = ROOT / "student" / "data"
+    for path in sorted(data.rglob("*")):
+        if path.is_file() and ".cache" not in path.parts:
+            files[str(path.relative_to(data.parent))] = path.read_bytes()
+    id_prop = "data/perovskites/id_prop.csv"
+    extra = "".join(f"{i},{y}\n" for i, y in held_out_labels().items())
+    files[id_prop] = files[id_prop] + extra.encode()
+    return files
+
+
+CASES: list[Case] = [
+    # -- wrong: part 1 ------------------------------------------------------------------------
+    Case("q1a_stack_axis1", "wrong", "atom features stacked along axis 1: shape (92, n); no batch can be "
+         "built from such graphs, so 4b, which needs them, fails too",
+         replace("def atom_features", "for site in structure])", "for site in structure], axis=1)"),
+         full(q1a=0, q4b=0)),
+    Case("q1a_float64", "wrong", "atom features built from lists, so float64 (the task asks float32); "
+         "the batches cast them, so the model trains as well",
+         replace("def atom_features", "np.stack([embedding[site.specie.Z] for site in structure]).astype(np.float32)",
+                 "np.array([embedding[site.specie.Z].tolist() for site in structure])"), full(q1a=0)),
+    Case("q1a_composition_order", "wrong", "rows in the order of the composition, not of the sites: "
+         "right for SrTiO3 (the public test), wrong when sites are shuffled (hidden)",
+         body("def atom_features", """
+             rows = [embedding[el.Z] for el, count in structure.composition.items() for _ in range(int(count))]
+             return np.stack(rows).astype(np.float32)
+         """), full(q1a=0)),
+    Case("q1b_unsorted", "wrong", "neighbours kept in pymatgen's order, not sorted by distance",
+         replace("def neighbor_list", NEIGHBOURS, "nearest = mine[:max_num_nbr]"), full(q1b=0)),
+    Case("q1b_sorted_by_index", "wrong", "neighbours sorted by atom index instead of distance",
+         replace("def neighbor_list", "np.argsort(dists[mine]", "np.argsort(points[mine]"), full(q1b=0)),
+    Case("q1b_pad_index_0", "wrong", "padding points to atom 0 (the original CGCNN) instead of the atom itself",
+         replace("def neighbor_list", "nbr_idx = np.repeat(np.arange(n)[:, None], max_num_nbr, axis=1)",
+                 "nbr_idx = np.zeros((n, max_num_nbr), dtype=int)"), full(q1b=0)),
+    Case("q1b_pad_distance_radius", "wrong", "padding distance `radius` instead of `radius + 1`",
+         replace("def neighbor_list", "np.full((n, max_num_nbr), radius + 1.0)", "np.full((n, max_num_nbr), radius)"),
+         full(q1b=0)),
+    Case("q1b_no_periodic_images", "wrong", "neighbours from the distance matrix: one image per atom, "
+         "so a 5-atom cell gives 4 neighbours and padding",
+         body("def neighbor_list", """
+             n = len(structure)
+             dm = structure.distance_matrix
+             nbr_idx = np.repeat(np.arange(n)[:, None], max_num_nbr, axis=1)
+             nbr_dist = np.full((n, max_num_nbr), radius + 1.0)
+             for i in range(n):
+                 others = [j for j in np.argsort(dm[i], kind="stable") if j != i and dm[i, j] <= radius][:max_num_nbr]
+                 nbr_idx[i, :len(others)] = others
+                 nbr_dist[i, :len(others)] = dm[i, others]
+             return nbr_idx, nbr_dist
+         """), full(q1b=0)),
+    Case("q1c_var_not_squared", "wrong", "divides by `var` where the Gaussian needs `var**2`",
+         replace("def gaussian_expand", "/ var ** 2", "/ var"), full(q1c=0)),
+    Case("q1c_centres_off_by_one", "wrong", "K = round((dmax - dmin) / step) centres, one too few",
+         replace("def gaussian_expand", "np.arange(round((dmax - dmin) / step) + 1)",
+                 "np.arange(round((dmax - dmin) / step))"), full(q1c=0)),
+    Case("q1c_centres_ignore_dmin", "wrong", "centres start at 0 whatever dmin: right for the defaults "
+         "(public test), wrong for other grids (hidden)",
+         replace("def gaussian_expand", "centres = dmin + step *", "centres = step *"), full(q1c=0)),
+    # -- wrong: part 2 ------------------------------------------------------------------------
+    Case("q2a_softplus_before_sum", "wrong", "shared convolution: softplus on each neighbour's term, then the sum",
+         body("class SharedConv", """
+             z = torch.cat([atom_fea[nbr_idx], nbr_fea], dim=2)
+             return self.softplus(self.fc_neighbor(z) + self.fc_self(atom_fea)[:, None, :]).sum(dim=1)
+         """), full(q2a=0)),
+    Case("q2a_sum_over_atoms", "wrong", "shared convolution summed over the atom axis instead of the neighbours",
+         body("class SharedConv", """
+             z = torch.cat([atom_fea[nbr_idx], nbr_fea], dim=2)
+             return self.softplus(self.fc_neighbor(z).sum(dim=0) + self.fc_self(atom_fea))
+         """), full(q2a=0)),
+    Case("q2a_missing_self_term", "wrong", "shared convolution without the self term v_i W_s + b",
+         replace("class SharedConv", "self.softplus(summed + self.fc_self(atom_fea))", "self.softplus(summed)"),
+         full(q2a=0)),
+    Case("q2b_gate_core_swapped", "wrong", "gated convolution: first half through softplus, second "
+         "through sigmoid (the network trains as well)",
+         replace("class GatedConv", "nbr_filter, nbr_core = gated.chunk", "nbr_core, nbr_filter = gated.chunk"),
+         full(q2b=0)),
+    Case("q2b_missing_sigmoid", "wrong", "gated convolution without the sigmoid on the filter",
+         replace("class GatedConv", "self.sigmoid(nbr_filter)", "nbr_filter"), full(q2b=0)),
+    Case("q2b_missing_residual", "wrong", "gated convolution without the residual connection",
+         replace("class GatedConv", "self.softplus2(atom_fea + self.bn2(summed))", "self.softplus2(self.bn2(summed))"),
+         full(q2b=0)),
+    Case("q2b_bn1_per_neighbour_slot", "wrong", "bn1 normalises each neighbour slot on its own: same in "
+         "eval mode (public test), other statistics in training mode (hidden)",
+         replace("class GatedConv", BN1, "gated = torch.stack([self.bn1(gated[:, k]) for k in range(m)], dim=1)"),
+         full(q2b=0)),
+    Case("q2b_concat_wrong_order", "wrong", "gated convolution concatenating neighbour, centre, edge "
+         "(the task says centre, neighbour, edge)",
+         body("class GatedConv", _gated_concat("neighbour", "centre")), full(q2b=0)),
+    # -- wrong: part 3 ------------------------------------------------------------------------
+    Case("q3_sum_instead_of_mean", "wrong", "mean pooling that sums (no division by the atom counts): an "
+         "intensive property predicted from an extensive sum; the model trains to a test MAE of 0.18 eV/atom, "
+         "just over twice the threshold, so 4b scores 0",
+         replace("def mean_pool", "return summed / counts[:, None]", "return summed"), full(q3=0, q4b=0)),
+    Case("q3_max_over_whole_batch", "wrong", "max pooling over the whole batch instead of per crystal "
+         "(training uses mean pooling)",
+         body("def mean_pool", "return atom_fea.max(dim=0).values.expand(n_crystals, -1)", block=1), full(q3=0)),
+    Case("q3_max_include_self", "wrong", "max pooling with include_self=True over zeros: negative maxima become 0",
+         replace("def mean_pool", "include_self=False", "include_self=True"), full(q3=0)),
+    Case("q3_reshape_equal_sizes", "wrong", "mean pooling by reshape, right only when every crystal has "
+         "the same number of atoms; the training batches mix sizes, so 4b fails too",
+         body("def mean_pool", "return atom_fea.reshape(n_crystals, -1, atom_fea.shape[1]).mean(dim=1)"),
+         full(q3=0, q4b=0)),
+    # -- wrong: part 4 ------------------------------------------------------------------------
+    Case("q4a_no_activation_in_head", "wrong", "CGCNN head without the two softplus activations",
+         replace("class CGCNN", "hidden = self.softplus(self.conv_to_fc(self.softplus(crystal)))",
+                 "hidden = self.conv_to_fc(crystal)"), full(q4a=0)),
+    Case("q4a_ignores_pool_option", "wrong", "CGCNN always mean-pools, whatever `pool` says",
+         replace("class CGCNN", "crystal = self.pool(x,", "crystal = mean_pool(x,"), full(q4a=0)),
+    Case("q4a_no_squeeze", "wrong", "CGCNN returns shape (C, 1): the loss then broadcasts (C, 1) against "
+         "(C,) and the model learns the mean, so 4b fails too",
+         replace("class CGCNN", "return self.fc_out(hidden).squeeze(-1)", "return self.fc_out(hidden)"),
+         full(q4a=0, q4b=0)),
+    Case("q4b_no_optimizer_step", "wrong", "train_epoch never calls optimizer.step(): the model stays as initialised",
+         replace("def train_epoch", STEP, ""), full(q4b=0)),
+    Case("q4b_diverges", "wrong", "learning rate 1e3: training diverges (test MAE in the thousands of eV/atom)",
+         replace(TRAINING, "normalizer, data.targets, EPOCHS)", "normalizer, data.targets, EPOCHS, lr=1e3)"),
+         full(q4b=0)),
+    Case("q4b_predicts_training_mean", "wrong", "predicts the training mean for every test crystal",
+         replace(TRAINING, PREDICT, MEAN_PREDICTOR), full(q4b=0)),
+    Case("q4b_trains_on_test_ids", "wrong", "train batches built from the train and test ids: the student "
+         "release has no test labels, so the targets are NaN, the loss NaN and the predictions NaN",
+         train_on("train", "test"), full(q4b=0)),
+    Case("q4b_learning_rate_too_small", "wrong", "learning rate 3e-5, a hundred times too small: test "
+         "MAE about 0.11 eV/atom, between the threshold and 1.5 times it, so 5 of 7 points",
+         replace(TRAINING, "normalizer, data.targets, EPOCHS)", "normalizer, data.targets, EPOCHS, lr=3e-5)"),
+         full(q4b=5)),
+    # -- alternative correct ------------------------------------------------------------------
+    Case("alt_loops", "alternative", "loops instead of vectorised code: atom features, neighbours from "
+         "get_all_neighbors, the shared convolution over neighbour slots, pooling per crystal",
+         edits(body("def atom_features", """
+                   rows = np.zeros((len(structure), len(embedding[8])), dtype=np.float32)
+                   for i, site in enumerate(structure):
+                       rows[i] = embedding[site.specie.Z]
+                   return rows
+               """),
+               body("def neighbor_list", """
+                   n = len(structure)
+                   nbr_idx = np.repeat(np.arange(n)[:, None], max_num_nbr, axis=1)
+                   nbr_dist = np.full((n, max_num_nbr), radius + 1.0)
+                   for i, nbrs in enumerate(structure.get_all_neighbors(radius)):
+                       for k, nb in enumerate(sorted(nbrs, key=lambda nb: nb.nn_distance)[:max_num_nbr]):
+                           nbr_idx[i, k], nbr_dist[i, k] = nb.index, nb.nn_distance
+                   return nbr_idx, nbr_dist
+               """),
+               body("class SharedConv", """
+                   out = self.fc_self(atom_fea)
+                   for k in range(nbr_idx.shape[1]):
+                       out = out + self.fc_neighbor(torch.cat([atom_fea[nbr_idx[:, k]], nbr_fea[:, k]], dim=1))
+                   return self.softplus(out)
+               """),
+               body("def mean_pool", """
+                   return torch.stack([atom_fea[crystal_idx == c].mean(dim=0) for c in range(n_crystals)])
+               """),
+               body("def mean_pool", """
+                   return torch.stack([atom_fea[crystal_idx == c].max(dim=0).values for c in range(n_crystals)])
+               """, block=1)),
+         full()),
+    Case("alt_float64", "alternative", "atom features, Gaussians, shared convolution and pooling "
+         "computed in float64 and cast back",
+         edits(replace("def atom_features", "for site in structure])", "for site in structure], dtype=np.float64)"),
+               body("class SharedConv", """
+                   x, e = atom_fea.double(), nbr_fea.double()
+                   w = self.fc_neighbor.weight.double()
+                   z = torch.cat([x[nbr_idx], e], dim=2)
+                   pre = (z @ w.T).sum(dim=1) + x @ self.fc_self.weight.double().T + self.fc_self.bias.double()
+                   return self.softplus(pre).to(atom_fea.dtype)
+               """),
+               body("def mean_pool", """
+                   x = atom_fea.double()
+                   summed = torch.zeros(n_crystals, x.shape[1], dtype=torch.float64).index_add_(0, crystal_idx, x)
+                   counts = torch.bincount(crystal_idx, minlength=n_crystals).clamp(min=1).double()
+                   return (summed / counts[:, None]).to(atom_fea.dtype)
+               """)),
+         full()),
+    Case("alt_gaussian_float32", "alternative", "Gaussian expansion computed in float32 (the batches "
+         "are float32 anyway; the task names no dtype)",
+         replace("def gaussian_expand", "dtype=np.float64)[..., None]", "dtype=np.float32)[..., None]"), full()),
+    Case("alt_index_select_gather", "alternative", "neighbours gathered with torch.index_select and "
+         "torch.gather instead of fancy indexing",
+         edits(replace("class SharedConv", "atom_fea[nbr_idx].sum(dim=1)",
+                       "torch.index_select(atom_fea, 0, nbr_idx.reshape(-1)).view(*nbr_idx.shape, -1).sum(dim=1)"),
+               replace("class GatedConv", GATHER,
+                       "gathered = torch.gather(neighbour, 0, nbr_idx.reshape(-1, 1).expand(-1, 2 * f)).view(n, m, 2 * f)\n"
+                       "        gated = centre[:, None, :] + gathered + nbr_fea @ w_edge.T")),
+         full()),
+    Case("alt_one_hot_pooling", "alternative", "pooling with a one-hot matrix product (mean) and a "
+         "masked maximum, no scatter",
+         edits(body("def mean_pool", """
+                   one_hot = nn.functional.one_hot(crystal_idx, n_crystals).to(atom_fea.dtype).T  # (C, N)
+                   return (one_hot @ atom_fea) / one_hot.sum(dim=1, keepdim=True).clamp(min=1)
+               """),
+               body("def mean_pool", """
+                   member = nn.functional.one_hot(crystal_idx, n_crystals).T.bool()[:, :, None]  # (C, N, 1)
+                   return torch.where(member, atom_fea[None], torch.tensor(float("-inf"), dtype=atom_fea.dtype)).amax(dim=1)
+               """, block=1)),
+         full()),
+    Case("alt_tie_order_reversed", "alternative", "equal-distance neighbours in reverse index order "
+         "(sort by distance, then by minus the index)",
+         replace("def neighbor_list", NEIGHBOURS,
+                 "nearest = mine[np.lexsort((-points[mine], np.round(dists[mine], 9)))][:max_num_nbr]"),
+         full()),
+    Case("alt_gated_concatenation", "alternative", "gated convolution in the literal concatenation form "
+         "(slower, same numbers)", body("class GatedConv", _gated_concat("centre", "neighbour")), full()),
+    Case("alt_bn1_transposed", "alternative", "bn1 applied to (N, 2F, M) after a transpose: the same "
+         "statistics over all N*M edges", replace("class GatedConv", BN1,
+                                                 "gated = self.bn1(gated.transpose(1, 2)).transpose(1, 2)"),
+         full()),
+    Case("alt_gradient_clipping", "alternative", "train_epoch with gradient clipping (norm 1)",
+         replace("def train_epoch", STEP, "        nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n" + STEP),
+         full()),
+    Case("alt_train_on_train_and_val", "alternative", "trains on the training and validation sets "
+         "(legitimate: both are labelled in the student release)",
+         train_on("train", "val"), full()),
+    # -- adversarial --------------------------------------------------------------------------
+    Case("adv_patched_comparisons", "adversarial", "stubs left, and np.allclose, np.isclose, "
+         "torch.allclose, assert_allclose, math.isclose made to always pass",
+         edits(stubs(*ALL_PARTS), insert(IMPORTS, PATCH_COMPARISONS)), zero(),
+         message=STUB_Q1A, trains=False),
+    Case("adv_patched_abs", "adversarial", "wrong code (1c, 2b, 3) and abs, np.abs, torch.abs made to "
+         "return zeros, which the tests' comparisons use",
+         edits(*WRONG_1C_2B_3, insert(IMPORTS, PATCH_ABS)),
+         full(q1c=0, q2b=0, q3=0), message=STEP_AWAY),
+    Case("adv_repatched_before_checks", "adversarial", "wrong code (1c, 2b, 3), abs, np.abs, torch.abs "
+         "patched by an IPython hook before each of the grader's cells, after anything that restores them",
+         edits(*WRONG_1C_2B_3, insert(IMPORTS, REPATCH_EVERY_CELL)),
+         full(q1c=0, q2b=0, q3=0), message=STEP_AWAY),
+    Case("adv_hardcoded_public_output", "adversarial", "atom_features returns the SrTiO3 rows of the "
+         "public test whatever the crystal; all-or-nothing gives 0 for 1a, and 4b cannot train on it",
+         body("def atom_features", "return np.stack([embedding[z] for z in (38, 22, 8, 8, 8)]).astype(np.float32)"),
+         full(q1a=0, q4b=0), message=r"expected \(20, 92\)"),
+    Case("adv_reads_labels", "adversarial", "no training: looks for the held-out labels in the grading "
+         "directory and submits them as predictions",
+         edits(stubs("def train_epoch"), insert(TRAINING, READ_LABELS)), full(q4b=0),
+         message="no prediction for", trains=False),
+    Case("adv_overwrites_labels", "adversarial", "predicts the training mean, then writes its predictions "
+         "into test_labels.csv before the check",
+         edits(replace(TRAINING, PREDICT, MEAN_PREDICTOR), insert(TRAINING, OVERWRITE_LABELS)), full(q4b=0),
+         message="test MAE"),
+    Case("adv_hardcoded_predictions", "adversarial", "no training: the test labels, recomputed elsewhere "
+         "(e.g. with CHGNet), pasted in as predictions",
+         edits(stubs("def train_epoch"), insert(TRAINING, _hardcoded_predictions())), full(q4b=0),
+         message="model", trains=False),
+    Case("adv_shipped_support_module", "adversarial", "train_epoch never steps; the zip ships a "
+         "cgcnn_utils.py whose predict() returns the held-out labels",
+         replace("def train_epoch", STEP, ""), full(q4b=0), message="test MAE", upload="zip",
+         runner="gradescope", files=_support_module_with_labels),
+    Case("adv_shipped_data_with_labels", "adversarial", "trains on train and test ids, with a data/ "
+         "directory in the zip whose id_prop.csv holds the test labels",
+         train_on("train", "test"), full(q4b=0), message="finite", upload="zip", runner="gradescope", files=_data_with_test_labels),
+    Case("adv_torch_geometric", "adversarial", "GatedConv built on torch_geometric's CGConv (not "
+         "installed); CGCNN and the training need it",
+         replace("class GatedConv", "        self.atom_fea_len = atom_fea_len\n",
+                 "        from torch_geometric.nn import CGConv\n        self.atom_fea_len = atom_fea_len\n"),
+         full(q2b=0, q4a=0, q4b=0), message="No module named 'torch_geometric'", trains=False),
+    Case("adv_fake_grader", "adversarial", "stubs left, and `grader` replaced by an object whose check() "
+         "always reports success",
+         edits(stubs(*ALL_PARTS), insert("grader = otter.Notebook", FAKE_GRADER)), zero(),
+         message=STUB_Q1A, trains=False),
+    Case("adv_overwrites_tests", "adversarial", "stubs left, and every test in tests/*.py rewritten to "
+         "return at once", edits(stubs(*ALL_PARTS), insert(IMPORTS, OVERWRITE_TESTS)), zero(),
+         message=STUB_Q1A, trains=False),
+    Case("adv_patched_checker", "adversarial", "stubs left, and otter's Checker patched to record every "
+         "test as passed", edits(stubs(*ALL_PARTS), insert(IMPORTS, PATCH_CHECKER)), zero(), message=STUB_Q1A,
+         trains=False),
+    # -- malformed or hostile -----------------------------------------------------------------
+    Case("zip_without_notebook", "malformed", "a zip with no notebook in it", None, zero(),
+         message=r"(?i)\bno (notebook|\.ipynb|gradable)", runner="gradescope", upload="no-notebook", trains=False, graded=False),
+    Case("truncated_notebook", "malformed", "a notebook cut off halfway (invalid JSON)", None, zero(),
+         message="could not be read", runner="gradescope", upload="truncated", trains=False, graded=False),
+    Case("wrong_assignment_metadata", "malformed", "another assignment's name in the notebook metadata",
+         lambda nb: nb.metadata["otter"].update(assignment_name="hw03"), zero(),
+         message="Received submission for assignment 'hw03'", runner="gradescope", upload="zip", trains=False, graded=False),
+    Case("renamed_notebook_zip", "malformed", "the notebook renamed my_submission.ipynb, uploaded in a zip",
+         None, full(), runner="gradescope", upload="zip", nb_name="my_submission.ipynb"),
+    Case("renamed_notebook_otter_run", "malformed", "the notebook renamed my_submission.ipynb, graded "
+         "with otter run", None, full(), nb_name="my_submission.ipynb"),
+    Case("endless_loop", "malformed", "a cell that loops forever: stopped at the time limit, every part scored",
+         insert(IMPORTS, "while True:\n    pass"), full(), message="time limit", runner="gradescope",
+         upload="zip", stopped=True),
+    Case("sleeps_an_hour", "malformed", "a cell that sleeps for an hour: stopped at the time limit, every part scored",
+         insert(IMPORTS, "import time\ntime.sleep(3600)"), full(), message="time limit", runner="gradescope",
+         upload="zip", stopped=True),
+    Case("allocates_8_TB", "malformed", "a cell that allocates far more memory than exists: MemoryError, "
+         "every part scored", insert(IMPORTS, "big = np.ones((10**6, 10**6))"), full(), runner="gradescope",
+         upload="zip"),
+    Case("part1_raises", "malformed", "atom_features raises an exception: 1a fails with its message, and 4b, "
+         "which builds graphs with it",
+         body("def atom_features", 'raise RuntimeError("atom_features is not finished yet")'),
+         full(q1a=0, q4b=0), message="atom_features is not finished yet", runner="gradescope", upload="zip",
+         trains=False),
+    Case("kernel_dies", "malformed", "a cell that kills the kernel (as the out-of-memory killer would) "
+         "after part 1: nothing can be scored, the results say why",
+         insert("grader.check(\"q1c\")", "import os\nos._exit(1)"), zero(), message="Kernel died", runner="gradescope",
+         upload="zip", trains=False, graded=False),
+] + [
+    # -- determinism --------------------------------------------------------------------------
+    Case(f"solution_run_{k}", "determinism", "the unmodified solution, graded again: 30/30 every time",
+         None, full()) for k in (1, 2, 3)
+]
+
+
+# The test MAE (eV/atom) each submission's training reaches, measured once (seed 0, one torch thread);
+# for the table only. The unmodified solution: 0.055. Not listed: the model is never trained.
+MEASURED_MAE = {
+    "q1a_float64": 0.055, "q1a_composition_order": 0.055, "q1b_unsorted": 0.076, "q1b_sorted_by_index": 0.060,
+    "q1b_pad_index_0": 0.055, "q1b_pad_distance_radius": 0.055, "q1b_no_periodic_images": 0.057,
+    "q1c_var_not_squared": 0.049, "q1c_centres_off_by_one": 0.056, "q1c_centres_ignore_dmin": 0.055,
+    "q2a_softplus_before_sum": 0.055, "q2a_sum_over_atoms": 0.055, "q2a_missing_self_term": 0.055,
+    "q2b_gate_core_swapped": 0.058, "q2b_missing_sigmoid": 0.069, "q2b_missing_residual": 0.061,
+    "q2b_bn1_per_neighbour_slot": 0.079, "q2b_concat_wrong_order": 0.045, "q3_sum_instead_of_mean": 0.183,
+    "q3_max_over_whole_batch": 0.055, "q3_max_include_self": 0.055, "q4a_no_activation_in_head": 0.056,
+    "q4a_ignores_pool_option": 0.055, "q4a_no_squeeze": 0.539, "q4b_no_optimizer_step": 0.555,
+    "q4b_diverges": 3418, "q4b_predicts_training_mean": 0.547, "q4b_trains_on_test_ids": float("nan"),
+    "q4b_learning_rate_too_small": 0.108, "alt_loops": 0.055, "alt_float64": 0.055, "alt_gaussian_float32": 0.055,
+    "alt_index_select_gather": 0.055, "alt_one_hot_pooling": 0.055, "alt_tie_order_reversed": 0.056,
+    "alt_gated_concatenation": 0.055, "alt_bn1_transposed": 0.055, "alt_gradient_clipping": 0.045,
+    "alt_train_on_train_and_val": 0.049,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing and grading submissions
+# ---------------------------------------------------------------------------------------------
+
+def base_notebook() -> nbformat.NotebookNode:
+    """The solution notebook with its outputs stripped."""
+    nb = nbformat.read(SOLUTION, as_version=4)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
+def notebook(case: Case, base: nbformat.NotebookNode | None = None) -> nbformat.NotebookNode:
+    nb = copy.deepcopy(base if base is not None else base_notebook())
+    if case.edit is not None:
+        case.edit(nb)
+    return nb
+
+
+def write_upload(case: Case, dest: Path, base: nbformat.NotebookNode | None = None) -> Path:
+    """Write what the student uploads into `dest`: a notebook or a zip. Returns its path."""
+    dest.mkdir(parents=True, exist_ok=True)
+    text = nbformat.writes(notebook(case, base))
+    if case.upload == "notebook":
+        path = dest / case.nb_name
+        path.write_text(text)
+        return path
+    members = {}
+    if case.upload in ("zip", "truncated"):
+        members[case.nb_name] = text[:len(text) // 2].encode() if case.upload == "truncated" else text.encode()
+    elif case.upload == "no-notebook":
+        members["answers.txt"] = b"I wrote my answers in the notebook.\n"
+    else:
+        raise CatalogueError(f"{case.name}: unknown upload {case.upload!r}")
+    members.update(case.files() if callable(case.files) else case.files)
+    path = dest / "submission.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def autograder(work: Path, source: Path = harness.AUTOGRADER_ZIP) -> Path:
+    """A copy of the autograder zip beside the grading plugin that the zip ships, where `otter run`
+    imports it from (PYTHONPATH is the zip's folder): the plugin Gradescope runs, whatever the copy
+    beside the released zip holds."""
+    dest = work / harness.AUTOGRADER_ZIP.name
+    if not dest.is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(source) as z:
+            (work / build.PLUGIN).write_bytes(z.read(build.PLUGIN))
+        shutil.copy(source, dest)
+    return dest
+
+
+def grade(case: Case, work: Path, zip_path: Path, base: nbformat.NotebookNode | None = None) -> dict:
+    """Grade one case with the autograder zip `zip_path` (see `autograder`); returns results.json."""
+    upload = write_upload(case, work / "upload", base)
+    if case.runner == "gradescope":
+        return harness.gradescope_run(upload, work / "gradescope", zip_path=zip_path)
+    return harness.otter_run(upload, work / "out", zip_path=zip_path)
+
+
+def outputs(results: dict) -> str:
+    """Every message of a results.json, as one text."""
+    return "\n".join([str(results.get("output", ""))] + [str(t.get("output", "")) for t in results.get("tests", [])])
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------
+
+def table() -> str:
+    """docs/submissions.md, generated from the catalogue."""
+    parts = list(POINTS)
+    calibration = json.loads((ROOT / "assignment" / "calibration.json").read_text())
+    full_mae, solution_mae = calibration["thresholds"]["mae_full"], calibration["seeds"]["0"]
+    lines = ["# The autograder's catalogue of submissions", "",
+             "Generated by `python tests/submissions.py` from `tests/submissions.py`; "
+             "`tests/test_submissions.py` grades every case with the real autograder zip and checks these "
+             "scores exactly. Each submission is the solution notebook with the edit described. Part 4b "
+             "re-runs the training with the submission's own functions: *test MAE* is what that training "
+             f"reached when measured (eV/atom; full credit up to {full_mae:g}, 5 points up to {1.5 * full_mae:g}, "
+             f"3 up to {2 * full_mae:g}; the unmodified solution reaches {solution_mae:.3f}), so a wrong part that "
+             "the model trains through keeps 4b.",
+             ""]
+    for category, title in CATEGORIES.items():
+        cases = [c for c in CASES if c.category == category]
+        lines += [f"## {title} ({len(cases)})", "",
+                  "| case | what it tests | " + " | ".join(parts) + " | total | test MAE | message (regular expression) |",
+                  "|---|---|" + "---:|" * (len(parts) + 2) + "---|"]
+        for c in cases:
+            scores = " | ".join(f"{c.expected[q]:g}" for q in parts)
+            via = "" if c.runner == "otter" else " (Gradescope entry point)"
+            message = f"`{c.message}`".replace("|", "\\|") if c.message else ""
+            mae = f"{MEASURED_MAE[c.name]:.3g}" if c.name in MEASURED_MAE else ""
+            lines.append(f"| `{c.name}` | {c.what}{via} | {scores} | {sum(c.expected.values()):g} | {mae} | {message} |")
+        lines.append("")
+    lines.append(f"Points per part: " + ", ".join(f"{q} {p}" for q, p in POINTS.items())
+                 + f" (total {sum(POINTS.values())}).")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["grade"]:
+        import argparse
+        import tempfile
+        parser = argparse.ArgumentParser(prog="submissions.py grade")
+        parser.add_argument("names", nargs="*", help="cases to grade (default: all)")
+        parser.add_argument("--zip", type=Path, default=harness.AUTOGRADER_ZIP, help="the autograder zip")
+        args = parser.parse_args(argv[1:])
+        chosen = [c for c in CASES if c.name in args.names] if args.names else CASES
+        with tempfile.TemporaryDirectory() as tmp:
+            zip_path = autograder(Path(tmp) / "autograder", args.zip)
+            for case in chosen:
+                try:
+                    results = grade(case, Path(tmp) / case.name, zip_path)
+                except Exception as err:  # noqa: BLE001 - say it and go on with the next case
+                    print(case.name, "not graded:", repr(err)[:1000], flush=True)
+                    continue
+                got = harness.scores(results)
+                print(case.name, {q: got.get(q) for q in POINTS}, "as expected:",
+                      case.expected == {q: got.get(q, 0) for q in POINTS}, flush=True)
+                print("   ", outputs(results)[-600:].replace("\n", " | "), flush=True)
+        return 0
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(table())
+    print(f"wrote {DOC.relative_to(ROOT)}: {len(CASES)} cases")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,224 @@
+"""Gradescope, reproduced: the autograder zip run as Gradescope runs it (tests/harness.py:
+gradescope_run), on one core (taskset) in a memory cgroup limited to Gradescope's default 768 MB, and
+at half a CPU (a CFS quota, as Gradescope's default container has); the results.json it writes
+checked against Gradescope's documented format and against what students may see; and the grading
+environment's pins.
+
+The graded submission is the zip of the student's round trip (tests/test_roundtrip.py), graded on
+one core once per session and shared with that file. Figures for every configuration:
+benchmarks/gradescope_limits.py.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import importlib.metadata
+import json
+import sys
+import zipfile
+
+import pytest
+import yaml
+from packaging.version import Version
+
+from conftest import ASSIGNMENT, ROOT
+
+import harness
+from benchmarks import gradescope_limits
+from test_assignment import POINTS as POINTS_PER_QUESTION
+from test_roundtrip import POINTS, STUDENT, _pins, graded_roundtrip, roundtrip
+
+# Gradescope's results.json (gradescope-autograders.readthedocs.io, "Autograder Specifications").
+TOP_KEYS = {"score", "execution_time", "output", "output_format", "test_output_format", "test_name_format",
+            "visibility", "stdout_visibility", "extra_data", "tests", "leaderboard"}
+TEST_KEYS = {"score", "max_score", "status", "name", "name_format", "number", "output", "output_format",
+             "tags", "visibility", "extra_data"}
+VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
+QUESTIONS = list(POINTS_PER_QUESTION)
+CPU_BUDGET = 300  # CPU seconds: 10 minutes (Gradescope's default timeout) at half a CPU
+CPU_INDEX = "download.pytorch.org/whl/cpu"
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    return graded_roundtrip(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def failing(tmp_path_factory):
+    """The untouched student notebook, graded in Gradescope's layout: every test fails, so the
+    hidden tests' source is in the results (see `test_students_see_no_hidden_test_or_label`)."""
+    return harness.gradescope_run(STUDENT, tmp_path_factory.mktemp("gradescope-failing"))
+
+
+@pytest.fixture(scope="module")
+def otter_config():
+    with zipfile.ZipFile(harness.AUTOGRADER_ZIP) as z:
+        return json.loads(z.read("otter_config.json"))
+
+
+def check_format(results: dict) -> None:
+    """Raise AssertionError where `results` departs from Gradescope's documented format."""
+    assert isinstance(results, dict) and set(results) <= TOP_KEYS, set(results) - TOP_KEYS
+    assert isinstance(results["tests"], list) and results["tests"]
+    if "score" not in results:
+        assert all("score" in t for t in results["tests"] if "max_score" in t), "a score is needed somewhere"
+    for key in ("visibility", "stdout_visibility"):
+        assert results.get(key, "visible") in VISIBILITIES, key
+    for t in results["tests"]:
+        assert set(t) <= TEST_KEYS, set(t) - TEST_KEYS
+        assert isinstance(t["name"], str) and t["name"]
+        assert isinstance(t.get("output", ""), str)
+        assert t.get("visibility", "visible") in VISIBILITIES
+        assert t.get("status", "passed") in {"passed", "failed"}
+        for key in ("score", "max_score"):
+            assert isinstance(t.get(key, 0), (int, float)) and t.get(key, 0) >= 0, (t["name"], key)
+
+
+def test_results_follow_gradescope_format_with_30_points(graded, failing):
+    assert graded.results is not None, f"no results.json: {graded.error}"
+    for results in (graded.results, failing):
+        check_format(results)
+        assert sorted(harness.scores(results)) == sorted(QUESTIONS)
+        assert sum(t.get("max_score", 0) for t in results["tests"]) == pytest.approx(POINTS)
+    assert sum(t.get("score", 0) for t in graded.results["tests"]) == pytest.approx(POINTS)
+    assert sum(t.get("score", 0) for t in failing["tests"]) == 0
+
+
+def test_visibility_is_as_configured(graded, failing, otter_config):
+    """otter gives every question the visibility `show_hidden` asks for (the config leaves it at
+    false: "hidden", so the per-question results, which show failing hidden tests' source, never
+    reach students), and adds a visible "Public Tests" summary of the public tests only."""
+    per_question = "after_published" if otter_config.get("show_hidden") else "hidden"
+    for results in (graded.results, failing):
+        vis = {t["name"]: t.get("visibility", "visible") for t in results["tests"]}
+        assert vis.pop("Public Tests") == "visible"
+        assert vis == {q: per_question for q in QUESTIONS}
+        assert results.get("stdout_visibility", "hidden") == "hidden", "the grading log stays with the staff"
+
+
+def _hidden_test_lines() -> set[str]:
+    """Distinctive lines of the hidden test functions of the autograder zip (not in public ones)."""
+    hidden, public = set(), set()
+    with zipfile.ZipFile(harness.AUTOGRADER_ZIP) as z:
+        for name in z.namelist():
+            if not (name.startswith("tests/") and name.endswith(".py")):
+                continue
+            source = z.read(name).decode()
+            for node in ast.parse(source).body:
+                if not isinstance(node, ast.FunctionDef):
+                    continue
+                is_hidden = any(isinstance(d, ast.Call) and any(k.arg == "hidden" and getattr(k.value, "value", False)
+                                                                 for k in d.keywords) for d in node.decorator_list)
+                lines = {line.strip() for line in ast.get_source_segment(source, node).splitlines()[1:]}
+                (hidden if is_hidden else public).update(line for line in lines if len(line) > 30)
+    return hidden - public
+
+
+def _held_out_labels() -> set[str]:
+    """The test set's labels as written in test_labels.csv, less those a training entry shares (a
+    polymorph that relaxed into its twin): those are public anyway."""
+    def rows(path):
+        with open(path, newline="") as f:
+            return {r["id"]: r["formation_energy_per_atom"] for r in csv.DictReader(f)}
+    labels = rows(ROOT / "autograder" / "test_labels.csv")
+    public = {v for i, v in rows(ASSIGNMENT / "data" / "perovskites" / "metadata.csv").items() if i not in labels}
+    return set(labels.values()) - public
+
+
+def test_students_see_no_hidden_test_or_label(graded, failing):
+    hidden_lines, labels = _hidden_test_lines(), _held_out_labels()
+    assert len(hidden_lines) > 20 and len(labels) > 100
+    staff_only = ""
+    for results in (graded.results, failing):
+        seen = results.get("output", "") + "".join(
+            t.get("output", "") for t in results["tests"] if t.get("visibility", "visible") != "hidden")
+        leaked = [line for line in hidden_lines if line in seen] + [v for v in labels if v in seen]
+        assert not leaked, f"students can see: {leaked[:3]}"
+        staff_only += "".join(t.get("output", "") for t in results["tests"] if t.get("visibility") == "hidden")
+    # the check can fail: the failing run's hidden entries do hold hidden tests' source
+    assert any(line in staff_only for line in hidden_lines)
+
+
+def test_full_marks_on_one_core_within_768_mb(graded):
+    """Gradescope's default container: 768 MB (and half a CPU). Figures: benchmarks/gradescope_limits.py."""
+    print(f"\n{graded.line()}")
+    reason = gradescope_limits.cgroup_unavailable()
+    if reason:
+        pytest.skip(f"no memory limit could be set ({reason}); graded on one core only")
+    assert graded.limit_mb == gradescope_limits.GRADESCOPE_MB
+    assert graded.oom_kills == 0, f"killed for memory: {graded.line()}"
+    assert graded.results is not None, f"no results.json: {graded.error}"
+    assert sum(harness.scores(graded.results).values()) == pytest.approx(POINTS), graded.line()
+    if not graded.caches_dropped:
+        print("page cache not dropped (not root): cached libraries were not charged to the cgroup")
+    # On one idle core the wall time is the CPU time; half a CPU takes twice as long.
+    assert graded.cpu_seconds < CPU_BUDGET, (f"grading takes {graded.cpu_seconds:.0f} CPU seconds: over "
+                                             f"Gradescope's 10-minute default at half a CPU")
+
+
+def test_full_marks_at_half_a_cpu(tmp_path_factory):
+    """Gradescope's default container as it is made: a CFS quota of half a CPU with every core still
+    visible, 768 MB. torch starts one thread per visible core; unless the grading run limits them to
+    the quota, they spin waiting for each other, the training cell runs past the grading plugin's
+    per-cell time limit and part 4b scores 0 (measured here: 160 CPU seconds instead of 49, 23/30)."""
+    for controller in ("memory", "cpu"):
+        reason = gradescope_limits.cgroup_unavailable(controller)
+        if reason:
+            pytest.skip(f"cannot reproduce a CPU quota and memory limit here: {reason}")
+    trip = roundtrip(tmp_path_factory)
+    m = gradescope_limits.measure(trip["zip"], tmp_path_factory.mktemp("gradescope-half-cpu"),
+                                  f"0.5 CPU + {gradescope_limits.GRADESCOPE_MB} MB",
+                                  limit_mb=gradescope_limits.GRADESCOPE_MB, cpu_share=0.5)
+    print(f"\n{m.line()}")
+    assert m.results is not None and m.oom_kills == 0, m.line() + m.error
+    assert harness.scores(m.results) == pytest.approx(POINTS_PER_QUESTION), m.line()
+
+
+# Pins: the versions tested here are the versions students and Gradescope get ------------------------
+
+@pytest.mark.parametrize("path", ["requirements.txt", "assignment/autograder_requirements.txt"])
+def test_pins_equal_the_installed_versions(path):
+    pins = {name: req for name, req in _pins(ROOT / path).items() if req.specifier}
+    assert pins
+    for name, req in pins.items():
+        installed = importlib.metadata.version(name)
+        # `==2.13.0` accepts 2.13.0+cpu (PEP 440 ignores a local label the pin does not name);
+        # `==2.13.0+cpu` accepts only that build
+        assert req.specifier.contains(installed, prereleases=True), f"{path}: {req} but {name} {installed} is installed"
+
+
+def test_autograder_pins_agree_with_the_project_pins():
+    project, grading = _pins(ROOT / "requirements.txt"), _pins(ASSIGNMENT / "autograder_requirements.txt")
+    for name, req in grading.items():
+        assert name in project, f"{name} is pinned for the autograder only"
+        a, b = (Version(str(r.specifier).removeprefix("==")).public for r in (req, project[name]))
+        assert a == b, f"{req} (autograder) and {project[name]} (project)"
+
+
+def test_cpu_torch_pin_and_index_go_together():
+    lines = [l.strip() for l in (ASSIGNMENT / "autograder_requirements.txt").read_text().splitlines()]
+    index = any(l.startswith(("--extra-index-url", "--index-url")) and CPU_INDEX in l for l in lines)
+    torch = _pins(ASSIGNMENT / "autograder_requirements.txt")["torch"]
+    local = Version(str(torch.specifier).removeprefix("==")).local
+    assert (local == "cpu") == index, "torch==X+cpu needs the PyTorch CPU index line, and the line that pin"
+
+
+def test_gradescope_installs_a_cpu_only_torch():
+    torch = _pins(ASSIGNMENT / "autograder_requirements.txt")["torch"]
+    assert Version(str(torch.specifier).removeprefix("==")).local == "cpu"
+
+
+def test_zip_environment_has_python_311_and_every_pin():
+    with zipfile.ZipFile(harness.AUTOGRADER_ZIP) as z:
+        env = yaml.safe_load(z.read("environment.yml"))
+    deps = env["dependencies"]
+    assert "python=3.11" in deps and sys.version_info[:2] == (3, 11)
+    pip = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
+    assert "otter-grader[grading,plugins]==7.0.0" in pip
+    assert importlib.metadata.version("otter-grader") == "7.0.0"
+    wanted = [l.strip() for l in (ASSIGNMENT / "autograder_requirements.txt").read_text().splitlines()
+              if l.strip() and not l.strip().startswith("#")]
+    missing = [l for l in wanted if l not in pip]
+    assert not missing, f"the zip's environment.yml lacks {missing}: rebuild with python build.py"

@@ -1,0 +1,332 @@
+"""The student's round trip, end to end: the student release filled in with the solution's code and
+with written answers, run top to bottom in a Jupyter kernel (nbclient) including the export cell, on
+a machine with no LaTeX, pandoc or browser; the zip it writes graded as Gradescope grades it (30/30),
+and the written answers readable by the course staff. Also: the Colab setup cell, and grading a
+folder of submissions with `python build.py grade`.
+
+The round trip and its grading run once per test session (`roundtrip`, `graded_roundtrip`): the
+grading is the Gradescope-limits run that tests/test_gradescope.py checks (one core, 768 MB).
+Everything uses the committed releases (student/, solutions/, autograder/), not a fresh build.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from packaging.requirements import Requirement
+
+from conftest import ROOT
+
+import build
+import harness
+from benchmarks import gradescope_limits
+from test_assignment import POINTS as POINTS_PER_QUESTION
+
+NB = harness.NB_NAME
+POINTS = sum(POINTS_PER_QUESTION.values())  # 30: the autograded parts
+STUDENT, SOLUTION = ROOT / "student" / NB, ROOT / "solutions" / f"{build.NAME}_solution.ipynb"
+# What a student types for the hand-graded questions: distinctive, to be found again downstream.
+ANSWERS = {
+    "Question 5": "ROUNDTRIP-Q5: the gated convolution wins; without convolutions only composition is seen.",
+    "Question 6": "ROUNDTRIP-Q6: sums over neighbours do not depend on the order of atoms in the CIF.",
+}
+NOT_HERE = ["pandoc", "xelatex", "pdflatex", "chromium", "chromium-browser", "google-chrome"]
+_memo: dict = {}  # one round trip and one grading run per session, shared with test_gradescope.py
+
+
+def first_line(cell) -> str:
+    return next((line for line in cell.source.splitlines() if line.strip()), "")
+
+
+def fill_solution(student_nb, solution_nb) -> tuple[nbformat.NotebookNode, list[str]]:
+    """The student notebook with each stub cell replaced by the solution cell that starts with the
+    same line (e.g. `def atom_features(...)`); returns it and the first lines replaced."""
+    nb = nbformat.from_dict(json.loads(json.dumps(student_nb)))
+    solutions = {}
+    for cell in solution_nb.cells:
+        if cell.cell_type == "code":
+            solutions.setdefault(first_line(cell), cell.source)
+    replaced = []
+    for cell in nb.cells:
+        source = solutions.get(first_line(cell)) if cell.cell_type == "code" else None
+        if source is not None and source != cell.source:
+            cell.source = source
+            replaced.append(first_line(cell))
+    return nb, replaced
+
+
+def fill_answers(nb, answers: dict[str, str]) -> None:
+    """Type the written answers into the answer cell that follows each question."""
+    for question, text in answers.items():
+        at = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and f"**{question}" in c.source)
+        cell = nb.cells[at + 1]
+        assert cell.cell_type == "markdown" and "otter_answer_cell" in cell.metadata.get("tags", []), question
+        cell.source = text
+
+
+def offline_env(tmp: Path) -> dict:
+    """The environment of a laptop without LaTeX, pandoc or a browser: PATH without the directories
+    that hold them, and no browser for playwright."""
+    keep = [d for d in os.environ.get("PATH", "").split(os.pathsep)
+            if d and not any(shutil.which(tool, path=d) for tool in NOT_HERE)]
+    (tmp / "no-browsers").mkdir(exist_ok=True)
+    return {**os.environ, "PATH": os.pathsep.join(keep), "PLAYWRIGHT_BROWSERS_PATH": str(tmp / "no-browsers")}
+
+
+def run_like_a_student(path: Path, env: dict, timeout: int = 900) -> nbformat.NotebookNode:
+    """Run every code cell in order in one kernel, as "Run All" does; before the export cell, save
+    the notebook with its outputs ("Save your notebook first"). Raises on the first failing cell."""
+    nb = nbformat.read(path, as_version=4)
+    export = max(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "grader.export(" in c.source)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    client.reset_execution_trackers()
+    with client.setup_kernel(env=env):
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            if index == export:
+                nbformat.write(nb, path)
+            client.execute_cell(cell, index)
+    return nb
+
+
+def once(key: str, make):
+    """`make()` once per session; a failure is kept too, and raised again, not rerun."""
+    if key not in _memo:
+        try:
+            _memo[key] = make()
+        except Exception as err:
+            _memo[key] = err
+            raise
+    if isinstance(_memo[key], Exception):
+        pytest.fail(f"{key} failed earlier in this session: {_memo[key]!r}"[:3000])
+    return _memo[key]
+
+
+def roundtrip(tmp_path_factory) -> dict:
+    """The student's round trip, once per session: {work, zips, zip, nb (as run), replaced, env, seconds}."""
+    def make():
+        work = tmp_path_factory.mktemp("roundtrip") / "student"
+        shutil.copytree(ROOT / "student", work)
+        nb, replaced = fill_solution(nbformat.read(STUDENT, as_version=4), nbformat.read(SOLUTION, as_version=4))
+        fill_answers(nb, ANSWERS)
+        nbformat.write(nb, work / NB)
+        env = offline_env(work.parent)
+        start = time.perf_counter()
+        ran = run_like_a_student(work / NB, env)
+        zips = sorted(work.glob(f"{build.NAME}_*.zip"))
+        return {"work": work, "zips": zips, "zip": zips[-1] if zips else None, "nb": ran,
+                "replaced": replaced, "env": env, "seconds": time.perf_counter() - start}
+    return once("roundtrip", make)
+
+
+def graded_roundtrip(tmp_path_factory) -> gradescope_limits.Measurement:
+    """The round-trip zip graded in Gradescope's layout on one core (taskset -c 0) inside a memory
+    cgroup limited to Gradescope's default 768 MB, page caches dropped first: once per session.
+    Without cgroups it is graded on one core with no limit (the Measurement's `notes` say why)."""
+    def make():
+        trip = roundtrip(tmp_path_factory)
+        assert trip["zip"], "the export cell wrote no zip"
+        limit = None if gradescope_limits.cgroup_unavailable() else gradescope_limits.GRADESCOPE_MB
+        m = gradescope_limits.measure(trip["zip"], tmp_path_factory.mktemp("gradescope"),
+                                      f"1 core + {limit} MB" if limit else "1 core", cpus="0", limit_mb=limit)
+        print(f"\nround trip {trip['seconds']:.0f} s; Gradescope run: {m.line()}")
+        return m
+    return once("graded", make)
+
+
+@pytest.fixture(scope="module")
+def trip(tmp_path_factory):
+    return roundtrip(tmp_path_factory)
+
+
+def test_every_stub_is_filled_from_the_solution(trip):
+    replaced = trip["replaced"]
+    assert len(replaced) == 8, replaced  # the eight parts students write
+    assert any(line.startswith("def atom_features") for line in replaced)
+    assert any(line.startswith("class CGCNN") for line in replaced)
+
+
+def test_export_works_offline_and_writes_one_zip(trip):
+    for tool in NOT_HERE:
+        assert shutil.which(tool, path=trip["env"]["PATH"]) is None, f"{tool} is on the kernel's PATH"
+    assert len(trip["zips"]) == 1, trip["zips"]
+    export = next(c for c in trip["nb"].cells if c.cell_type == "code" and "grader.export(" in c.source)
+    assert not [o for o in export.outputs if o.output_type == "error"]
+    with zipfile.ZipFile(trip["zip"]) as z:
+        names = z.namelist()
+        assert z.testzip() is None
+    assert NB in names and ".OTTER_LOG" in names, names
+    assert not [n for n in names if n.endswith(".pdf")], "pdf: false in the config: no PDF is made"
+
+
+def test_the_zip_holds_the_saved_notebook_with_outputs_and_answers(trip):
+    """Questions 5 and 6 are graded by hand from the notebook in the zip: it must hold the student's
+    answers and the outputs they discuss (the experiments' table, the plots)."""
+    with zipfile.ZipFile(trip["zip"]) as z:
+        nb = nbformat.reads(z.read(NB).decode(), as_version=4)
+    assert nb.metadata["otter"]["assignment_name"] == build.NAME
+    text = "\n".join(c.source for c in nb.cells)
+    for answer in ANSWERS.values():
+        assert answer in text
+    images = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                 if "image/png" in o.get("data", {}))
+    assert images >= 4, "the saved notebook shows its plots"
+    experiments = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("results = {}"))
+    assert experiments.outputs, "the experiments of Part 5 ran and their output was saved"
+
+
+def test_staff_read_the_written_answers_as_html_without_latex(trip, monkeypatch):
+    """The route for questions 5 and 6: nbconvert's HTML export of the notebook in the zip (no
+    LaTeX, pandoc or browser needed), with the answers, the experiments' output and the plots."""
+    from nbconvert import HTMLExporter
+    monkeypatch.setenv("PATH", trip["env"]["PATH"])
+    with zipfile.ZipFile(trip["zip"]) as z:
+        nb = nbformat.reads(z.read(NB).decode(), as_version=4)
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    for answer in ANSWERS.values():
+        assert answer in html
+    assert html.count("data:image/png;base64") >= 4
+
+
+def test_the_exported_zip_gets_full_marks_on_gradescope(tmp_path_factory):
+    m = graded_roundtrip(tmp_path_factory)
+    assert m.results is not None, f"no results.json: {m.error}"
+    scores = harness.scores(m.results)
+    assert sum(scores.values()) == pytest.approx(POINTS), scores
+    assert all(t.get("score", 0) == t.get("max_score", 0) for t in m.results["tests"] if "max_score" in t)
+
+
+# The Colab setup cell -------------------------------------------------------------------------------
+
+def _setup_cell():
+    nb = nbformat.read(STUDENT, as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code")
+    assert "Colab" in cell.source.splitlines()[0], "the first code cell is the Colab setup cell"
+    return cell.source
+
+
+def _run_setup_cell(missing: set[str] = frozenset()) -> tuple[list[list[str]], dict]:
+    """Execute the setup cell with `subprocess.run` recorded instead of run and `find_spec` saying
+    the modules in `missing` are not installed; return the recorded commands and the cell's globals."""
+    import importlib.util
+    calls = []
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        return None if name in missing else real_find_spec(name, *args, **kwargs)
+
+    def record(cmd, *args, **kwargs):
+        calls.append(list(cmd))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    namespace = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(importlib.util, "find_spec", find_spec)
+        mp.setattr(subprocess, "run", record)
+        exec(compile(_setup_cell(), "colab-setup-cell", "exec"), namespace)
+    return calls, namespace
+
+
+def _pins(path: Path) -> dict[str, Requirement]:
+    reqs = {}
+    for line in path.read_text().splitlines():
+        line = line.split(" #")[0].strip()
+        if line and not line.startswith(("#", "-")):
+            req = Requirement(line)
+            reqs[req.name.lower()] = req
+    return reqs
+
+
+def test_setup_cell_installs_nothing_where_everything_is_installed():
+    calls, namespace = _run_setup_cell()
+    assert namespace["_missing"] == [] and calls == []
+
+
+def test_setup_cell_installs_exactly_the_missing_package_with_the_project_pin():
+    _, namespace = _run_setup_cell()
+    pins = _pins(ROOT / "requirements.txt")
+    for module, spec in namespace["_needed"].items():
+        calls, _ = _run_setup_cell({module})
+        assert calls == [[sys.executable, "-m", "pip", "install", "-q", spec]], (module, calls)
+        req = Requirement(spec)
+        pinned = pins[req.name.lower()]
+        version = str(pinned.specifier).removeprefix("==")
+        # the spec may be looser than the project's pin (Colab's own torch is fine), never contrary to it
+        assert req.specifier.contains(version, prereleases=True), f"{spec} excludes the pinned {pinned}"
+        if req.name == "otter-grader":  # the autograder's version: same log and export format
+            assert str(req.specifier) == str(pinned.specifier), spec
+
+
+@pytest.mark.skip(reason="needs another torch and pymatgen version installed: only torch 2.13.0+cpu and "
+                         "pymatgen 2026.10.24 are on this machine and there is no network at test time")
+def test_notebook_runs_with_another_supported_torch_and_pymatgen():
+    """Colab ships its own torch (CUDA build, another version); the setup cell keeps it. Checking that
+    the notebook still passes its public tests there needs those versions installed."""
+
+
+# Grading a folder of submissions locally ------------------------------------------------------------
+
+def test_build_grade_writes_one_csv_row_per_submission(trip, tmp_path):
+    """`python build.py grade DIR scores.csv` on the round trip's zip (30), the untouched notebook (0),
+    a notebook with only the pooling part (4) and an unreadable one (a note, no scores); other files
+    are left alone."""
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    shutil.copy(trip["zip"], folder / "a_full_solution.zip")
+    shutil.copy(STUDENT, folder / "b_untouched.ipynb")
+    solution = nbformat.read(SOLUTION, as_version=4)
+    solution.cells = [c for c in solution.cells if first_line(c).startswith("def mean_pool")]  # mean and max
+    nbformat.write(fill_solution(nbformat.read(STUDENT, as_version=4), solution)[0], folder / "c_pooling_only.ipynb")
+    (folder / "d_unreadable.ipynb").write_text("{ not a notebook")
+    (folder / "notes.txt").write_text("not a submission")
+    done = subprocess.run([sys.executable, "build.py", "grade", str(folder), str(tmp_path / "scores.csv")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with open(tmp_path / "scores.csv", newline="") as f:
+        rows = {r["submission"]: r for r in csv.DictReader(f)}
+    assert list(rows) == ["a_full_solution.zip", "b_untouched.ipynb", "c_pooling_only.ipynb", "d_unreadable.ipynb"]
+    notes = {name: r["note"] for name, r in rows.items() if r["note"]}
+    assert list(notes) == ["d_unreadable.ipynb"] and notes["d_unreadable.ipynb"].startswith("not graded"), notes
+    header = list(rows["a_full_solution.zip"])
+    assert header == ["submission", *POINTS_PER_QUESTION, "total", "note"]
+    totals = {name: float(r["total"]) for name, r in rows.items()}
+    assert totals == {"a_full_solution.zip": 30, "b_untouched.ipynb": 0, "c_pooling_only.ipynb": 4,
+                      "d_unreadable.ipynb": 0}, rows
+    assert float(rows["c_pooling_only.ipynb"]["q3"]) == 4
+    assert not re.search(r"\d", "".join(rows["d_unreadable.ipynb"][q] for q in header[1:-2]))
+
+
+def test_export_is_refused_on_colab(tmp_path, monkeypatch):
+    """otter 7's `grader.export` raises on Colab ("not compatible with Google Colab"), and a Colab
+    notebook is not saved to the file the export would read anyway: on Colab students download the
+    notebook (File > Download > .ipynb) and upload that file to Gradescope, which grades a bare
+    .ipynb like a zip (tests/test_gradescope.py grades one)."""
+    import otter.check.utils
+
+    class ColabShell:
+        def __str__(self):
+            return "<google.colab._shell.Shell object>"
+
+    shutil.copytree(ROOT / "student" / "tests", tmp_path / "tests")
+    shutil.copy(STUDENT, tmp_path / NB)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(otter.check.utils, "get_ipython", lambda: ColabShell())
+    import otter
+    grader = otter.Notebook(NB)
+    with pytest.raises(RuntimeError, match="Google Colab"):
+        grader.export(pdf=False)
+    assert not list(tmp_path.glob("*.zip"))
