@@ -203,7 +203,7 @@ def _gated_concat(first: str, second: str) -> str:
 
 
 NEIGHBOURS = 'nearest = mine[np.argsort(dists[mine], kind="stable")][:max_num_nbr]'
-GATHER = "gated = centre[:, None, :] + neighbour[nbr_idx] + nbr_fea @ w_edge.T"
+GATHER = "gathered = neighbour.index_select(0, nbr_idx.reshape(-1)).view(n, m, 2 * f)"
 BN1 = "gated = self.bn1(gated.view(n * m, 2 * f)).view(n, m, 2 * f)"
 PREDICT = "test_predictions = cgcnn_utils.predict(model, test_batches, normalizer)"
 STEP = "        optimizer.step()\n"
@@ -492,8 +492,7 @@ CASES: list[Case] = [
          edits(replace("class SharedConv", "atom_fea[nbr_idx].sum(dim=1)",
                        "torch.index_select(atom_fea, 0, nbr_idx.reshape(-1)).view(*nbr_idx.shape, -1).sum(dim=1)"),
                replace("class GatedConv", GATHER,
-                       "gathered = torch.gather(neighbour, 0, nbr_idx.reshape(-1, 1).expand(-1, 2 * f)).view(n, m, 2 * f)\n"
-                       "        gated = centre[:, None, :] + gathered + nbr_fea @ w_edge.T")),
+                       "gathered = torch.gather(neighbour, 0, nbr_idx.reshape(-1, 1).expand(-1, 2 * f)).view(n, m, 2 * f)")),
          full()),
     Case("alt_one_hot_pooling", "alternative", "pooling with a one-hot matrix product (mean) and a "
          "masked maximum, no scatter",
