@@ -222,9 +222,9 @@ PATCH_ABS = """
         return numpy.zeros(1)
     builtins.abs = numpy.abs = numpy.absolute = torch.abs = _zero
 """
-REPATCH_EVERY_CELL = """
-    # before each of the grader's cells (after anything that restores the originals), every
-    # difference is zero; the notebook's own cells, training included, see the real functions
+REPATCH_BEFORE_CHECKS = """
+    # before the grader's checks of the wrong parts (and after anything that restores the originals),
+    # every difference is zero; every other cell, training included, sees the real functions
     import builtins, numpy, torch
     from IPython import get_ipython
     _real = builtins.abs, numpy.abs, numpy.absolute, torch.abs
@@ -232,8 +232,8 @@ REPATCH_EVERY_CELL = """
         return numpy.zeros(1)
     def _patch(info):
         source = getattr(info, "raw_cell", "") or ""
-        grader = ".check(" in source or "Checker" in source
-        builtins.abs, numpy.abs, numpy.absolute, torch.abs = (_zero,) * 4 if grader else _real
+        cheat = any(f'check("{q}")' in source for q in ("q1c", "q2b", "q3"))
+        builtins.abs, numpy.abs, numpy.absolute, torch.abs = (_zero,) * 4 if cheat else _real
     get_ipython().events.register("pre_run_cell", _patch)
 """
 OVERWRITE_TESTS = """
@@ -484,9 +484,11 @@ CASES: list[Case] = [
                    return (summed / counts[:, None]).to(atom_fea.dtype)
                """)),
          full()),
-    Case("alt_gaussian_float32", "alternative", "Gaussian expansion computed in float32 (the batches "
-         "are float32 anyway; the task names no dtype)",
-         replace("def gaussian_expand", "dtype=np.float64)[..., None]", "dtype=np.float32)[..., None]"), full()),
+    Case("alt_gaussian_float32", "alternative", "Gaussian expansion computed and returned in float32 (the "
+         "batches are float32 anyway; the task names no dtype)",
+         edits(replace("def gaussian_expand", "dtype=np.float64)[..., None]", "dtype=np.float32)[..., None]"),
+               replace("def gaussian_expand", "return np.exp(-((d - centres) ** 2) / var ** 2)",
+                       "return np.exp(-((d - centres.astype(np.float32)) ** 2) / np.float32(var) ** 2)")), full()),
     Case("alt_index_select_gather", "alternative", "neighbours gathered with torch.index_select and "
          "torch.gather instead of fancy indexing",
          edits(replace("class SharedConv", "atom_fea[nbr_idx].sum(dim=1)",
@@ -531,9 +533,9 @@ CASES: list[Case] = [
          "return zeros, which the tests' comparisons use",
          edits(*WRONG_1C_2B_3, insert(IMPORTS, PATCH_ABS)),
          full(q1c=0, q2b=0, q3=0), message=STEP_AWAY),
-    Case("adv_repatched_before_checks", "adversarial", "wrong code (1c, 2b, 3), abs, np.abs, torch.abs "
-         "patched by an IPython hook before each of the grader's cells, after anything that restores them",
-         edits(*WRONG_1C_2B_3, insert(IMPORTS, REPATCH_EVERY_CELL)),
+    Case("adv_repatched_before_checks", "adversarial", "wrong code (1c, 2b, 3); an IPython hook patches "
+         "abs, np.abs, torch.abs to return zeros before the checks of those parts, after anything that restores them",
+         edits(*WRONG_1C_2B_3, insert(IMPORTS, REPATCH_BEFORE_CHECKS)),
          full(q1c=0, q2b=0, q3=0), message=STEP_AWAY),
     Case("adv_hardcoded_public_output", "adversarial", "atom_features returns the SrTiO3 rows of the "
          "public test whatever the crystal; all-or-nothing gives 0 for 1a, and 4b cannot train on it",
@@ -729,7 +731,7 @@ def table() -> str:
             mae = f"{MEASURED_MAE[c.name]:.3g}" if c.name in MEASURED_MAE else ""
             lines.append(f"| `{c.name}` | {c.what}{via} | {scores} | {sum(c.expected.values()):g} | {mae} | {message} |")
         lines.append("")
-    lines.append(f"Points per part: " + ", ".join(f"{q} {p}" for q, p in POINTS.items())
+    lines.append("Points per part: " + ", ".join(f"{q} {p}" for q, p in POINTS.items())
                  + f" (total {sum(POINTS.values())}).")
     return "\n".join(lines) + "\n"
 

@@ -5,11 +5,11 @@ About 30 minutes on a 2-core machine: most cases re-run the one-minute training,
 for the grader's time limit per cell. The checks of the catalogue itself take seconds.
 CGCNN_AUTOGRADER_ZIP=path grades the catalogue with another autograder zip (a candidate release).
 
-Each of the two workers is pinned to a CPU of its own, which its gradings inherit: torch then trains
-on one thread (cgcnn_utils.fit uses the CPUs the process may run on), as on Gradescope's fraction of a
-CPU. Unpinned, two gradings at a time with torch's thread per CPU oversubscribe the cores, and
-OpenMP's waiting threads slowed one training from under a minute to over eight (measured here),
-enough to reach the grader's time limit.
+Every worker is pinned to one CPU (in turn), which its gradings inherit: torch then trains on one
+thread (cgcnn_utils.fit uses the CPUs the process may run on), as on Gradescope's fraction of a CPU.
+Unpinned, two gradings at a time with torch's thread per CPU oversubscribe the cores, and OpenMP's
+waiting threads slowed one training from under a minute to over eight (measured here), enough to
+reach the grader's time limit.
 """
 
 import itertools
@@ -18,8 +18,8 @@ import os
 import re
 import threading
 import time
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -58,7 +58,7 @@ def graded(tmp_path_factory):
 
     start = time.perf_counter()
     waiting = [c for c in S.CASES if c.stopped]
-    with pytest.MonkeyPatch.context() as env, ThreadPoolExecutor(len(waiting) or 1) as slow, \
+    with pytest.MonkeyPatch.context() as env, ThreadPoolExecutor(len(waiting) or 1, initializer=pin) as slow, \
             ThreadPoolExecutor(WORKERS, initializer=pin) as pool:
         env.setenv("OMP_NUM_THREADS", "1")
         futures = {c.name: slow.submit(run, c) for c in waiting}
