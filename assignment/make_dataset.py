@@ -703,8 +703,8 @@ CC BY 4.0. CHGNet (BSD-3-Clause) and pymatgen (MIT) are used as tools only.
 `pip install -r requirements-data.txt`, then `python build.py data` (`--workers N`, default 2). It is
 seeded and resumable: finished relaxations are cached in `data/.cache/` and an interrupted run resumes;
 the data directories are swapped in only when complete. Measured on this project's 2-core machine:
-{measured}, with two workers ({gen['relaxation_seconds_total'] / 60:.0f} worker-minutes of relaxation; the
-measurement shared the machine with other work part of the time, so an idle machine is faster). Results are deterministic up to floating-point noise (within 1 meV/atom,
+{measured}, with two workers ({gen['relaxation_seconds_total'] / 60:.0f} worker-minutes of relaxation),
+{gen.get('conditions', 'conditions not recorded')}. Results are deterministic up to floating-point noise (within 1 meV/atom,
 checked by the test suite on a handful of entries).
 """
     (DATA / "DATACARD.md").write_text(card)
