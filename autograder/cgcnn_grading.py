@@ -14,12 +14,19 @@ whatever the grader can. This plugin, which runs in otter's process around that 
    the `test_predictions.csv` the notebook wrote. (The notebook's own copies of these tests always
    fail, so that grading without this plugin gives no credit.)
 3. **Only the notebook counts.** The support module and data shipped with the autograder replace any
-   copy in the submission; the test files are restored before each of the grader's check cells; and
-   functions of numpy, torch, math and builtins that a notebook replaced (say `np.abs = ...`) are put
-   back before the grader's cells run. What was restored is reported.
+   copy in the submission. The test files are on disk only while otter reads one (the guard removes
+   them before the notebook's first cell, writes them back at the start of each of the grader's
+   cells and removes each again once otter has read it), so neither a cell nor a function under test
+   can read the hidden tests or change them. And
+   functions of numpy, torch, math and builtins that a notebook replaced (say `np.abs = ...`), and
+   otter's own checker and test classes, are put back at the start of each of the grader's cells. The restoring is a line the guard's input
+   transformer puts first in those cells, so it runs after every `pre_run_cell` hook, including hooks
+   a notebook registers to patch again just before the checks. What was restored is reported.
 
-A kernel can still defeat these in-process guards on purpose (for example by removing the event
-hooks); such a submission is cheating in plain sight in its notebook, which course staff can read.
+A kernel can still defeat these in-process guards on purpose: a thread that keeps patching, or code
+that removes the guard's transformer or hooks. Otter runs the tests inside the submission's kernel,
+so no guard inside that kernel is proof against it; such a submission is cheating in plain sight in
+its notebook, which course staff can read (docs/submissions.md lists what is and is not resisted).
 
 Settings (the master notebook's assignment config, under `plugins`): cell_seconds (default 600),
 notebook_seconds (default 900), mae_full (full-credit test MAE, eV/atom), mae_question (q4b),
@@ -62,10 +69,16 @@ GUARDED = {
 # deleted at the end, so the notebook's namespace is unchanged. The alarm fires again every few
 # seconds if a cell swallows the TimeoutError.
 GUARD_CELL = '''\
-def _cgcnn_guard(cell_seconds, notebook_seconds, test_files):
-    import builtins, math, signal, time, numpy, numpy.testing, torch
+def _cgcnn_guard(cell_seconds, notebook_seconds, test_paths):
+    import builtins, math, os, signal, sys, time, types, numpy, numpy.testing, torch
+    import otter.execute.checker, otter.test_files
+    import otter.test_files.abstract_test as abstract_test, otter.test_files.exception_test as exception_test
     from IPython import get_ipython
     start = time.monotonic()
+    test_files = {{}}
+    for path in test_paths:  # read now, before any cell of the notebook has run
+        with open(path) as f:
+            test_files[os.path.abspath(path)] = f.read()
     modules = {{"numpy": numpy, "numpy.testing": numpy.testing, "torch": torch, "math": math,
                "builtins": builtins}}
     pristine = {{name: {{attr: getattr(modules[name], attr) for attr in attrs if hasattr(modules[name], attr)}}
@@ -78,39 +91,88 @@ def _cgcnn_guard(cell_seconds, notebook_seconds, test_files):
 
     def restore():
         changed = []
+        for part, saved in otter_pristine:  # otter's own test machinery, which runs in this kernel
+            now = callables(part)
+            for attr, value in saved.items():
+                if now.get(attr) is not value:
+                    setattr(part, attr, value)
+                    changed.append(f"{{part.__name__}}.{{attr}}")
+            for attr in set(now) - set(saved) if isinstance(part, type) else ():  # would shadow a base method
+                delattr(part, attr)
+                changed.append(f"{{part.__name__}}.{{attr}}")
         for name, m in modules.items():
             for attr, value in pristine[name].items():
                 if getattr(m, attr, None) is not value:
                     setattr(m, attr, value)
                     changed.append(f"{{name}}.{{attr}}")
+        changed += sorted(written)
+        written.clear()
         for path, text in test_files.items():
-            try:
-                with open(path) as f:
-                    same = f.read() == text
-            except OSError:
-                same = False
-            if not same:
-                with open(path, "w") as f:
-                    f.write(text)
-                changed.append(path)
+            with open(path, "w") as f:
+                f.write(text)
         if changed:
             print("{restored_marker} what the notebook had replaced:", ", ".join(changed))
 
+    def hide(*paths):
+        for path in map(os.path.abspath, paths or test_files):
+            if path in test_files:
+                try:
+                    with open(path) as f:
+                        if f.read() != test_files[path]:
+                            written.add(path)  # the notebook wrote a test file of its own
+                    os.remove(path)
+                except OSError:
+                    pass
+
+    # The tests exist on disk only while otter reads one: not while the notebook's cells run, nor
+    # while the functions under test run.
+    written = set()
+    create_test_file = otter.execute.checker.create_test_file
+
+    def read_then_hide(path, *args, **kwargs):
+        try:
+            return create_test_file(path, *args, **kwargs)
+        finally:
+            hide(path)
+
+    otter.execute.checker.create_test_file = read_then_hide
+    hide()
+
+    def callables(part):
+        return {{k: v for k, v in vars(part).items() if callable(v) or isinstance(v, (classmethod, staticmethod, property))}}
+
+    otter_pristine = [(part, callables(part)) for part in (
+        otter.execute.checker, otter.execute.checker.Checker, otter.test_files, otter.test_files.GradingResults,
+        abstract_test, abstract_test.TestFile, abstract_test.TestCaseResult, exception_test,
+        exception_test.ExceptionTestFile)]
+
+    def graders(source):
+        return ".check(" in source or "from otter.execute import Checker" in source
+
     def before(info):
-        source = getattr(info, "raw_cell", "") or ""
-        if ".check(" in source or "from otter.execute import Checker" in source:
-            restore()
+        if graders(getattr(info, "raw_cell", "") or ""):
             signal.alarm(cell_seconds)  # the grader's own check cells
         else:
             left = notebook_seconds - (time.monotonic() - start)
             signal.alarm(int(max(1, min(cell_seconds, left))))
 
+    # Input transformers run after all pre_run_cell hooks: a hook of the notebook's cannot patch after this.
+    def restore_first(lines):
+        if graders("".join(lines)):
+            return ['__import__("_cgcnn_guard").restore()\\n'] + lines
+        return lines
+
+    module = types.ModuleType("_cgcnn_guard")
+    module.restore = restore
+    sys.modules["_cgcnn_guard"] = module
+    shell = get_ipython()
+    shell.input_transformers_post.append(restore_first)
     signal.signal(signal.SIGALRM, expired)
-    get_ipython().events.register("pre_run_cell", before)
-    get_ipython().events.register("post_run_cell", lambda result: signal.alarm(0))
+    shell.events.register("pre_run_cell", before)
+    shell.events.register("post_run_cell", lambda result: (signal.alarm(0), hide()))
 
 
-_cgcnn_guard({cell_seconds}, {notebook_seconds}, {test_files!r})
+_cgcnn_guard({cell_seconds}, {notebook_seconds}, {test_paths!r})
 del _cgcnn_guard
 '''
 
@@ -145,6 +207,11 @@ class Guard(AbstractOtterPlugin):
             elif ours.is_file():
                 shutil.copy(ours, theirs)
         self._tests = {str(p): p.read_text() for p in sorted((here / "tests").glob("*.py"))}
+        # The autograder's own copy (Gradescope's /autograder/source/tests) is readable by the kernel
+        # too: off disk until grading is over.
+        self._source_tests = {str(p): p.read_text() for p in sorted((source / "tests").glob("*.py"))}
+        for path in self._source_tests:
+            Path(path).unlink()
 
     def before_execution(self, submission):
         if isinstance(submission, str):  # a .py submission: otter wraps it in one cell later
@@ -152,12 +219,15 @@ class Guard(AbstractOtterPlugin):
         submission.cells.insert(0, nbformat.v4.new_code_cell(GUARD_CELL.format(
             cell_seconds=int(self._config("cell_seconds", 600)),
             notebook_seconds=int(self._config("notebook_seconds", 900)),
-            test_files=getattr(self, "_tests", {}), guarded=GUARDED, timeout_marker=TIMEOUT_MARKER,
+            test_paths=sorted(getattr(self, "_tests", {})), guarded=GUARDED, timeout_marker=TIMEOUT_MARKER,
             restored_marker=RESTORED_MARKER)))
         return submission
 
     def after_grading(self, results):
         self._report = getattr(self, "_report", [])
+        hidden = getattr(self, "_tests", {}) | getattr(self, "_source_tests", {})
+        for path, text in hidden.items():  # leave the directories as otter made them
+            Path(path).write_text(text)
         self._score_mae(results)
         nb = getattr(results, "notebook", None)
         for cell in getattr(nb, "cells", []):

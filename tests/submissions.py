@@ -289,6 +289,33 @@ WRONG_1C_2B_3 = (replace("def gaussian_expand", "/ var ** 2", "/ var"),
                  replace("class GatedConv", "self.sigmoid(nbr_filter)", "nbr_filter"),
                  replace("def mean_pool", "include_self=False", "include_self=True"))
 MEAN_PREDICTOR = 'test_predictions = {i: normalizer.mean for i in data.ids("test")}'
+# gaussian_expand with `/ var` (wrong) unless it can read q1c's hidden test, whose formula it then uses
+READS_HIDDEN_TEST = """
+    import glob, os, re
+    var = step if var is None else var
+    centres = dmin + step * np.arange(round((dmax - dmin) / step) + 1)
+    d = np.asarray(distances, dtype=np.float64)
+    for path in glob.glob(os.path.join("tests", "*.py")) + glob.glob(os.path.join("..", "**", "q1c.py"), recursive=True):
+        with open(path) as f:
+            formula = re.search(r"want = (np\\.exp\\(.*\\))", f.read())
+        if formula:  # the grader's own expected values
+            return eval(formula.group(1), {"np": np, "d": d, "centres": centres, "sigma": var})
+    return np.exp(-((d[..., None] - centres) ** 2) / var)
+"""
+# gaussian_expand right only for the default grid (the public test's), and otherwise whatever `want`
+# the calling test has already computed
+PEEKS_AT_EXPECTED = """
+    import sys
+    frame = sys._getframe(1)
+    while frame is not None:
+        if "want" in frame.f_locals:  # the grader's expected values, if it computed them first
+            return frame.f_locals["want"]
+        frame = frame.f_back
+    var = step if var is None else var
+    centres = step * np.arange(round((dmax - dmin) / step) + 1)
+    d = np.asarray(distances, dtype=np.float64)[..., None]
+    return np.exp(-((d - centres) ** 2) / var ** 2)
+"""
 
 
 def _hardcoded_predictions() -> str:
@@ -537,6 +564,14 @@ CASES: list[Case] = [
          "abs, np.abs, torch.abs to return zeros before the checks of those parts, after anything that restores them",
          edits(*WRONG_1C_2B_3, insert(IMPORTS, REPATCH_BEFORE_CHECKS)),
          full(q1c=0, q2b=0, q3=0), message=STEP_AWAY),
+    Case("adv_reads_hidden_tests", "adversarial", "gaussian_expand wrong (`/ var`) unless it finds q1c's "
+         "hidden test on disk (in tests/ or anywhere under the grading directory), whose formula it then "
+         "evaluates: the tests are off disk while the notebook and the code under test run",
+         body("def gaussian_expand", READS_HIDDEN_TEST), full(q1c=0), message=STEP_AWAY),
+    Case("adv_peeks_at_expected", "adversarial", "gaussian_expand right for the public test's grid only, "
+         "and returns the calling test's `want` when it finds one up the stack: the hidden tests call the "
+         "submission before they compute what they expect",
+         body("def gaussian_expand", PEEKS_AT_EXPECTED), full(q1c=0), message="values differ for grid"),
     Case("adv_hardcoded_public_output", "adversarial", "atom_features returns the SrTiO3 rows of the "
          "public test whatever the crystal; all-or-nothing gives 0 for 1a, and 4b cannot train on it",
          body("def atom_features", "return np.stack([embedding[z] for z in (38, 22, 8, 8, 8)]).astype(np.float32)"),
@@ -733,7 +768,33 @@ def table() -> str:
         lines.append("")
     lines.append("Points per part: " + ", ".join(f"{q} {p}" for q, p in POINTS.items())
                  + f" (total {sum(POINTS.values())}).")
+    lines += ["", "## What the grader does not resist, and why", "", NOT_RESISTED.strip()]
     return "\n".join(lines) + "\n"
+
+
+NOT_RESISTED = """
+otter-grader 7 runs the tests inside the submission's own Jupyter kernel: whatever the tests can see
+and call, the submission's code can see and change. The grading plugin's guards therefore live in
+that kernel too (an input transformer, event hooks, a wrapper around otter's test loader), and a
+notebook written to dismantle them on purpose can. Not resisted, known:
+
+- **A thread that keeps patching** numpy, torch or builtins functions while the checks run (the
+  restoring happens once, at the start of each check cell), or code that removes the guard's input
+  transformer, hooks or loader wrapper.
+- **Digging the tests out of memory**: the guard keeps the test sources in a closure to write them
+  back for the grader's cells, and a function under test can walk up the call stack to the test's
+  code object and decompile it. Only the files are kept away, and the expected values are computed
+  after the submission's code has returned.
+- **Copying a layer's source** (from torch_geometric, dgl, ...) into the notebook: the tests check
+  behaviour, and such code is the student's submission like any other; plagiarism checks are separate.
+- **Local bulk grading** (`python build.py grade`) runs submissions on the instructor's machine with
+  the instructor's permissions, where the repository's `autograder/` holds the hidden tests and the
+  held-out labels: grade untrusted submissions on Gradescope (or in a container), where the plugin
+  removes both from disk before the notebook runs.
+
+Each of these is deliberate code that is there to read in the notebook, which course staff see;
+resisting them would need the tests run in a process of their own, which otter does not offer.
+"""
 
 
 def main(argv: list[str]) -> int:
@@ -743,16 +804,23 @@ def main(argv: list[str]) -> int:
         parser = argparse.ArgumentParser(prog="submissions.py grade")
         parser.add_argument("names", nargs="*", help="cases to grade (default: all)")
         parser.add_argument("--zip", type=Path, default=harness.AUTOGRADER_ZIP, help="the autograder zip")
+        parser.add_argument("--keep", type=Path, help="write each results.json here as NAME.json; skip those there")
         args = parser.parse_args(argv[1:])
         chosen = [c for c in CASES if c.name in args.names] if args.names else CASES
         with tempfile.TemporaryDirectory() as tmp:
             zip_path = autograder(Path(tmp) / "autograder", args.zip)
             for case in chosen:
+                kept = args.keep / f"{case.name}.json" if args.keep else None
+                if kept and kept.is_file():
+                    continue
                 try:
                     results = grade(case, Path(tmp) / case.name, zip_path)
                 except Exception as err:  # noqa: BLE001 - say it and go on with the next case
                     print(case.name, "not graded:", repr(err)[:1000], flush=True)
                     continue
+                if kept:
+                    kept.parent.mkdir(parents=True, exist_ok=True)
+                    kept.write_text(json.dumps(results, indent=1))
                 got = harness.scores(results)
                 print(case.name, {q: got.get(q) for q in POINTS}, "as expected:",
                       case.expected == {q: got.get(q, 0) for q in POINTS}, flush=True)

@@ -20,15 +20,19 @@ def shell(tmp_path):
     test_file = tmp_path / "q1a.py"
     test_file.write_text("name = 'q1a'\n")
     sh = InteractiveShell.instance()
-    cell = grading.GUARD_CELL.format(cell_seconds=2, notebook_seconds=4, test_files={str(test_file): "name = 'q1a'\n"},
+    cell = grading.GUARD_CELL.format(cell_seconds=2, notebook_seconds=4, test_paths=[str(test_file)],
                                      guarded=grading.GUARDED, timeout_marker=grading.TIMEOUT_MARKER,
                                      restored_marker=grading.RESTORED_MARKER)
+    import otter.execute.checker
+    create_test_file = otter.execute.checker.create_test_file
     assert sh.run_cell(cell).success
     yield sh, test_file
+    otter.execute.checker.create_test_file = create_test_file
     import signal
     signal.alarm(0)
     sh.events.callbacks["pre_run_cell"].clear()
     sh.events.callbacks["post_run_cell"].clear()
+    sh.input_transformers_post.clear()
     InteractiveShell.clear_instance()
 
 
@@ -62,19 +66,73 @@ def test_replaced_functions_and_test_files_are_restored_before_grader_cells(shel
     sh.run_cell("import numpy as np, math\nnp.allclose = lambda *a, **k: True\nmath.isclose = lambda *a, **k: True\n"
                 f"open({str(test_file)!r}, 'w').write('points = 0')")
     assert np.allclose is not original  # a student's cell may do this ...
-    sh.run_cell("grader.check('q1a') if False else None  # .check( marks the grader's cells")
+    sh.run_cell(f"inside = open({str(test_file)!r}).read()  # grader.check( marks the grader's cells")
     assert np.allclose is original  # ... but the grader's cells see the real functions
+    assert sh.user_ns["inside"] == "name = 'q1a'\n"  # and the test as shipped
     import math
     assert math.isclose(1.0, 1.5) is False
-    assert test_file.read_text() == "name = 'q1a'\n"
-    assert grading.RESTORED_MARKER in capsys.readouterr().out
+    assert not test_file.exists()  # hidden again once the grader's cell is over
+    out = capsys.readouterr().out
+    assert grading.RESTORED_MARKER in out and str(test_file) in out and "math.isclose" in out
+
+
+def test_hidden_tests_exist_only_while_otter_reads_them(shell):
+    sh, test_file = shell
+    assert not test_file.exists()  # the guard hid them before the notebook's first cell
+    assert sh.run_cell(f"import os\nseen = os.path.exists({str(test_file)!r})").success
+    assert sh.user_ns["seen"] is False
+    # a grader cell: the file is back for otter to read, and gone again while the code under test runs
+    sh.run_cell(f"import otter.execute.checker as c, os\nbefore = os.path.exists({str(test_file)!r})\n"
+                f"text = open({str(test_file)!r}).read()\n"
+                f"try:\n    c.create_test_file({str(test_file)!r}, None)\nexcept Exception:\n    pass\n"
+                f"during = os.path.exists({str(test_file)!r})  # grader.check( marks the grader's cells")
+    assert sh.user_ns["before"] is True and sh.user_ns["text"] == "name = 'q1a'\n"
+    assert sh.user_ns["during"] is False and not test_file.exists()
+
+
+def test_a_hook_that_patches_before_the_checks_comes_too_late(shell, capsys):
+    """A notebook's own pre_run_cell hook runs after the guard's: the restoring must come later still."""
+    sh, _ = shell
+    import numpy as np
+    original = np.abs
+    sh.run_cell("import numpy\nfrom IPython import get_ipython\n"
+                "def _cheat(info):\n    numpy.abs = lambda *a, **k: numpy.zeros(1)\n"
+                "get_ipython().events.register('pre_run_cell', _cheat)")
+    sh.run_cell("seen = numpy.abs(numpy.array([-3.0]))")
+    assert sh.user_ns["seen"][0] == 0.0  # the student's own cells see the patch ...
+    sh.run_cell("seen = numpy.abs(numpy.array([-3.0]))  # grader.check( marks the grader's cells")
+    assert sh.user_ns["seen"][0] == 3.0  # ... the grader's cells do not
+    assert "numpy.abs" in capsys.readouterr().out
+    np.abs = original
+
+
+def test_otters_checker_is_restored_before_grader_cells(shell, capsys):
+    sh, _ = shell
+    from otter.execute import Checker
+    from otter.test_files.exception_test import ExceptionTestFile
+    check = Checker.__dict__["check"]
+    sh.run_cell("from otter.execute import Checker\nfrom otter.test_files.exception_test import ExceptionTestFile\n"
+                "Checker.check = classmethod(lambda cls, *a, **k: None)\n"
+                "ExceptionTestFile.score = property(lambda self: 1e9)")
+    assert Checker.__dict__["check"] is not check and "score" in ExceptionTestFile.__dict__
+    sh.run_cell("x = 0  # grader.check( marks the grader's cells")
+    assert Checker.__dict__["check"] is check and "score" not in ExceptionTestFile.__dict__
+    out = capsys.readouterr().out
+    assert "Checker.check" in out and "ExceptionTestFile.score" in out
+
+
+def test_the_guard_leaves_student_cells_as_written(shell):
+    sh, _ = shell
+    assert sh.transform_cell("x = 1\n") == "x = 1\n"
+    assert sh.transform_cell("grader.check('q1a')\n").startswith('__import__("_cgcnn_guard").restore()')
 
 
 def _layout(tmp_path, labels, predictions):
     """otter's grading directories after it copied the autograder's files into the submission."""
     sub, src = tmp_path / "submission", tmp_path / "source"
-    for d in (sub / "data", src / "files" / "data", sub / "tests"):
+    for d in (sub / "data", src / "files" / "data", sub / "tests", src / "tests"):
         d.mkdir(parents=True)
+    (src / "tests" / "q4b.py").write_text("name = 'q4b'")
     (src / "files" / "data" / "x.csv").write_text("shipped")
     (sub / "data" / "x.csv").write_text("the student's own copy")
     (src / "files" / "cgcnn_utils.py").write_text("# shipped")
@@ -125,8 +183,10 @@ def test_4b_tiers_from_the_saved_predictions(tmp_path, error, passed):
         assert not list(tmp_path.rglob(grading.LABELS))
         assert (nb.parent / "data" / "x.csv").read_text() == "shipped"
         assert (nb.parent / "cgcnn_utils.py").read_text() == "# shipped"
+        assert not (tmp_path / "source" / "tests" / "q4b.py").exists()  # the autograder's copy of the tests
         results = _Results()
         guard.after_grading(results)
+        assert (tmp_path / "source" / "tests" / "q4b.py").read_text() == "name = 'q4b'"  # back afterwards
     finally:
         os.chdir(cwd)
     got = [r.passed for r in results.results["q4b"].test_case_results[1:]]

@@ -22,11 +22,11 @@ def test_other_grids(gaussian_expand):
     rng = np.random.default_rng(11)
     d = rng.uniform(0.5, 7.0, size=(6, 5))
     for dmin, dmax, step, var in [(0.5, 6.0, 0.5, 0.3), (1.0, 5.0, 0.25, None), (0.0, 3.0, 0.1, 0.15)]:
+        got = np.asarray(gaussian_expand(d, dmin=dmin, dmax=dmax, step=step, var=var), dtype=float)
         sigma = step if var is None else var
         k = int(round((dmax - dmin) / step)) + 1
         centres = dmin + step * np.arange(k)
         want = np.exp(-(d[..., None] - centres) ** 2 / sigma ** 2)
-        got = np.asarray(gaussian_expand(d, dmin=dmin, dmax=dmax, step=step, var=var), dtype=float)
         assert got.shape == want.shape, f'grid {dmin}..{dmax} step {step}: shape {got.shape}, expected {want.shape}'
         assert np.abs(got - want).max() < 1e-06, f'values differ for grid {dmin}..{dmax} step {step} var {var}'
 

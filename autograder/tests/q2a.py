@@ -39,11 +39,11 @@ def test_values(SharedConv):
     rng = np.random.default_rng(5)
     x, e = (rng.normal(size=(n, f)), rng.uniform(size=(n, m, b)))
     idx = rng.integers(0, n, size=(n, m))
+    with torch.no_grad():
+        got = conv(torch.tensor(x, dtype=torch.float32), torch.tensor(e, dtype=torch.float32), torch.tensor(idx)).numpy()
     z = np.concatenate([x[idx], e], axis=2)
     pre = (z @ weights['fc_neighbor.weight'].T).sum(axis=1) + x @ weights['fc_self.weight'].T + weights['fc_self.bias']
     want = np.logaddexp(0, pre)
-    with torch.no_grad():
-        got = conv(torch.tensor(x, dtype=torch.float32), torch.tensor(e, dtype=torch.float32), torch.tensor(idx)).numpy()
     assert got.shape == want.shape, f'shape {got.shape}, expected {want.shape}'
     assert np.abs(got - want).max() < 0.0001, f'values differ from Eq. 3 by up to {np.abs(got - want).max():.3g}'
 

@@ -47,6 +47,8 @@ def test_values(CGCNN):
                 if 'running_var' in name:
                     w[name] = 0.5 + np.abs(w[name])
                 t.copy_(torch.tensor(w[name]))
+        with torch.no_grad():
+            got = model(torch.tensor(x, dtype=torch.float32), torch.tensor(e, dtype=torch.float32), torch.tensor(idx), torch.tensor(c), len(sizes)).numpy()
         v = x @ w['embedding.weight'].T + w['embedding.bias']
         for layer in range(2 if conv != 'none' else 0):
             p = f'convs.{layer}.'
@@ -64,8 +66,6 @@ def test_values(CGCNN):
         crys = np.stack([red(v[c == i], axis=0) for i in range(len(sizes))])
         hid = sp(sp(crys) @ w['conv_to_fc.weight'].T + w['conv_to_fc.bias'])
         want = (hid @ w['fc_out.weight'].T + w['fc_out.bias']).reshape(-1)
-        with torch.no_grad():
-            got = model(torch.tensor(x, dtype=torch.float32), torch.tensor(e, dtype=torch.float32), torch.tensor(idx), torch.tensor(c), len(sizes)).numpy()
         assert got.shape == want.shape, f'conv={conv}, pool={pool}: shape {got.shape}, expected {want.shape}'
         assert np.abs(got - want).max() < 0.001, f'conv={conv}, pool={pool}: predictions differ from the recipe'
 
