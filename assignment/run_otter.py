@@ -26,7 +26,25 @@ def _explain(err: BaseException) -> str:
     return f"{name}: {err}"
 
 
+def _write(results: dict) -> None:
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "w") as f:
+        json.dump(results, f, indent=4)
+
+
+def _error(text: str) -> dict:
+    return {"score": 0, "tests": [{"name": "Autograder Error", "score": 0, "max_score": 0, "visibility": "visible",
+                                   "output": f"This submission could not be graded: {text}.\n\n{HELP}"}]}
+
+
 def main() -> int:
+    submission = os.path.join(ROOT, "submission")
+    held = sorted(os.listdir(submission)) if os.path.isdir(submission) else []
+    if not any(name.endswith(".ipynb") for name in held):
+        # otter would grade the first .py file it finds instead (the shipped support module), and
+        # report every part failing without saying why
+        _write(_error(f"no notebook (.ipynb) in it; it holds {', '.join(held) or 'nothing'}"))
+        return 0
     try:
         from otter.run.run_autograder import main as run_autograder
     except ModuleNotFoundError as err:  # the grading image was not built: see its build log
@@ -48,13 +66,9 @@ def main() -> int:
             for test in existing["tests"]:
                 test["output"] = f"{test.get('output', '')}\n\n{HELP}"
         else:
-            existing = {"score": 0, "tests": [{
-                "name": "Autograder Error", "score": 0, "max_score": 0, "visibility": "visible",
-                "output": f"This submission could not be graded: {_explain(err)}.\n\n{HELP}"}]}
+            existing = _error(_explain(err))
         existing.setdefault("score", 0)
-        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-        with open(RESULTS, "w") as f:
-            json.dump(existing, f, indent=4)
+        _write(existing)
         return 0  # Gradescope reads results.json; a non-zero exit would hide the message
 
 

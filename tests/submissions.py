@@ -401,11 +401,13 @@ CASES: list[Case] = [
              z = torch.cat([atom_fea[nbr_idx], nbr_fea], dim=2)
              return self.softplus(self.fc_neighbor(z) + self.fc_self(atom_fea)[:, None, :]).sum(dim=1)
          """), full(q2a=0)),
-    Case("q2a_sum_over_atoms", "wrong", "shared convolution summed over the atom axis instead of the neighbours",
+    Case("q2a_sum_over_atoms", "wrong", "shared convolution summed over the atom axis instead of the "
+         "neighbours: (M, F) added to (N, F) fails to run, so the network with shared convolutions in 4a "
+         "fails too (training uses the gated layers)",
          body("class SharedConv", """
              z = torch.cat([atom_fea[nbr_idx], nbr_fea], dim=2)
              return self.softplus(self.fc_neighbor(z).sum(dim=0) + self.fc_self(atom_fea))
-         """), full(q2a=0)),
+         """), full(q2a=0, q4a=0)),
     Case("q2a_missing_self_term", "wrong", "shared convolution without the self term v_i W_s + b",
          replace("class SharedConv", "self.softplus(summed + self.fc_self(atom_fea))", "self.softplus(summed)"),
          full(q2a=0)),
@@ -436,9 +438,10 @@ CASES: list[Case] = [
     Case("q3_max_include_self", "wrong", "max pooling with include_self=True over zeros: negative maxima become 0",
          replace("def mean_pool", "include_self=False", "include_self=True"), full(q3=0)),
     Case("q3_reshape_equal_sizes", "wrong", "mean pooling by reshape, right only when every crystal has "
-         "the same number of atoms; the training batches mix sizes, so 4b fails too",
+         "the same number of atoms; the network then fails on 4a's batches and on the training batches, "
+         "which mix sizes, so 4a and 4b fail too",
          body("def mean_pool", "return atom_fea.reshape(n_crystals, -1, atom_fea.shape[1]).mean(dim=1)"),
-         full(q3=0, q4b=0)),
+         full(q3=0, q4a=0, q4b=0)),
     # -- wrong: part 4 ------------------------------------------------------------------------
     Case("q4a_no_activation_in_head", "wrong", "CGCNN head without the two softplus activations",
          replace("class CGCNN", "hidden = self.softplus(self.conv_to_fc(self.softplus(crystal)))",
@@ -580,14 +583,15 @@ CASES: list[Case] = [
          "directory and submits them as predictions",
          edits(stubs("def train_epoch"), insert(TRAINING, READ_LABELS)), full(q4b=0),
          message="no prediction for", trains=False),
-    Case("adv_overwrites_labels", "adversarial", "predicts the training mean, then writes its predictions "
-         "into test_labels.csv before the check",
-         edits(replace(TRAINING, PREDICT, MEAN_PREDICTOR), insert(TRAINING, OVERWRITE_LABELS)), full(q4b=0),
+    Case("adv_overwrites_labels", "adversarial", "train_epoch never steps (an untrained model), and the "
+         "notebook writes its predictions into test_labels.csv before the check",
+         edits(replace("def train_epoch", STEP, ""), insert(TRAINING, OVERWRITE_LABELS)), full(q4b=0),
          message="test MAE"),
     Case("adv_hardcoded_predictions", "adversarial", "no training: the test labels, recomputed elsewhere "
-         "(e.g. with CHGNet), pasted in as predictions",
+         "(e.g. with CHGNet), pasted in as predictions; 4b is scored only when the saved predictions are "
+         "what the notebook's model predicts (a public check)",
          edits(stubs("def train_epoch"), insert(TRAINING, _hardcoded_predictions())), full(q4b=0),
-         message="model", trains=False),
+         message="a public check of q4b failed", trains=False),
     Case("adv_shipped_support_module", "adversarial", "train_epoch never steps; the zip ships a "
          "cgcnn_utils.py whose predict() returns the held-out labels",
          replace("def train_epoch", STEP, ""), full(q4b=0), message="test MAE", upload="zip",
@@ -599,7 +603,7 @@ CASES: list[Case] = [
          "installed); CGCNN and the training need it",
          replace("class GatedConv", "        self.atom_fea_len = atom_fea_len\n",
                  "        from torch_geometric.nn import CGConv\n        self.atom_fea_len = atom_fea_len\n"),
-         full(q2b=0, q4a=0, q4b=0), message="No module named 'torch_geometric'", trains=False),
+         full(q2b=0, q4a=0, q4b=0), message="No module named 'torch_geometric", trains=False),
     Case("adv_fake_grader", "adversarial", "stubs left, and `grader` replaced by an object whose check() "
          "always reports success",
          edits(stubs(*ALL_PARTS), insert("grader = otter.Notebook", FAKE_GRADER)), zero(),

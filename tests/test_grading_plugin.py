@@ -154,9 +154,10 @@ def _layout(tmp_path, labels, predictions):
 class _Results:
     """The part of otter's GradingResults the plugin uses."""
 
-    def __init__(self):
+    def __init__(self, public_passed=True):
         cases = [otter_tests.TestCase(f"q4b - {k}", None, k > 1, p, None, None) for k, p in enumerate([0, 3, 2, 2], 1)]
         failing = [otter_tests.TestCaseResult(c, "placeholder", False) for c in cases]
+        failing[0] = otter_tests.TestCaseResult(cases[0], None if public_passed else "AssertionError: not the model's", public_passed)
         self.results = {"q4b": type("TF", (), {"test_case_results": failing})()}
         self.notebook = nbformat.v4.new_notebook()
         self.output = None
@@ -191,9 +192,21 @@ def test_4b_tiers_from_the_saved_predictions(tmp_path, error, passed):
         os.chdir(cwd)
     got = [r.passed for r in results.results["q4b"].test_case_results[1:]]
     assert got == passed
-    assert results.results["q4b"].test_case_results[0].message == "placeholder"  # the public test is left alone
+    assert results.results["q4b"].test_case_results[0].passed  # the public test is left alone
     assert f"test MAE {error:.4f}" in guard.generate_report()
     assert results.output == guard.generate_report()  # shown to students in results.json
+
+
+def test_4b_is_not_scored_when_a_public_check_fails(tmp_path):
+    labels = {"a": -3.0, "b": -2.0}
+    nb = _layout(tmp_path, labels, labels)  # perfect predictions, but not the notebook's model's
+    guard = _guard(nb)
+    guard.before_grading(None)
+    results = _Results(public_passed=False)
+    guard.after_grading(results)
+    cases = results.results["q4b"].test_case_results[1:]
+    assert not any(r.passed for r in cases)
+    assert all("a public check of q4b failed: AssertionError: not the model's" in r.message for r in cases)
 
 
 def test_4b_without_predictions_says_why(tmp_path):

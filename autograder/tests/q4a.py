@@ -26,7 +26,7 @@ def test_shape_and_invariance(CGCNN):
         assert torch.abs(out_p - out).max() < 1e-05, 'the prediction must not depend on how atoms are numbered'
 
 @test_case(points=2, hidden=True)
-def test_values(CGCNN):
+def test_values(CGCNN, SharedConv, GatedConv, mean_pool, max_pool):
     import numpy as np
     import torch
     rng = np.random.default_rng(4)
@@ -36,9 +36,13 @@ def test_values(CGCNN):
     start = np.r_[0, np.cumsum(sizes)[:-1]]
     idx = np.stack([start[c[i]] + rng.integers(0, sizes[c[i]], m) for i in range(n)])
     x, e = (rng.uniform(size=(n, 92)), rng.uniform(size=(n, m, b)))
+    args = (torch.tensor(x, dtype=torch.float32), torch.tensor(e, dtype=torch.float32), torch.tensor(idx))
     sp = lambda a: np.logaddexp(0, a)
     for conv, pool in [('gated', 'mean'), ('shared', 'max'), ('none', 'mean')]:
         model = CGCNN(atom_fea_len=f, n_conv=2, h_fea_len=h, conv=conv, pool=pool).eval()
+        layer_type = {'gated': GatedConv, 'shared': SharedConv, 'none': None}[conv]
+        assert len(model.convs) == (0 if layer_type is None else 2), f'conv={conv}: {len(model.convs)} layers, expected n_conv'
+        assert all((type(layer) is layer_type for layer in model.convs)), f'conv={conv}: layers {[type(l).__name__ for l in model.convs]}'
         w = {}
         with torch.no_grad():
             for name, t in list(model.named_parameters()) + [(k, v) for k, v in model.named_buffers() if 'running' in k]:
@@ -48,22 +52,12 @@ def test_values(CGCNN):
                     w[name] = 0.5 + np.abs(w[name])
                 t.copy_(torch.tensor(w[name]))
         with torch.no_grad():
-            got = model(torch.tensor(x, dtype=torch.float32), torch.tensor(e, dtype=torch.float32), torch.tensor(idx), torch.tensor(c), len(sizes)).numpy()
-        v = x @ w['embedding.weight'].T + w['embedding.bias']
-        for layer in range(2 if conv != 'none' else 0):
-            p = f'convs.{layer}.'
-            if conv == 'gated':
-                z = np.concatenate([np.repeat(v[:, None], m, axis=1), v[idx], e], axis=2)
-                g = z @ w[p + 'fc_full.weight'].T + w[p + 'fc_full.bias']
-                g = (g - w[p + 'bn1.running_mean']) / np.sqrt(w[p + 'bn1.running_var'] + 1e-05) * w[p + 'bn1.weight'] + w[p + 'bn1.bias']
-                s = (1 / (1 + np.exp(-g[..., :f])) * sp(g[..., f:])).sum(1)
-                s = (s - w[p + 'bn2.running_mean']) / np.sqrt(w[p + 'bn2.running_var'] + 1e-05) * w[p + 'bn2.weight'] + w[p + 'bn2.bias']
-                v = sp(v + s)
-            else:
-                z = np.concatenate([v[idx], e], axis=2)
-                v = sp((z @ w[p + 'fc_neighbor.weight'].T).sum(1) + v @ w[p + 'fc_self.weight'].T + w[p + 'fc_self.bias'])
-        red = np.mean if pool == 'mean' else np.max
-        crys = np.stack([red(v[c == i], axis=0) for i in range(len(sizes))])
+            got = model(*args, torch.tensor(c), len(sizes)).numpy()
+        v = torch.tensor(x @ w['embedding.weight'].T + w['embedding.bias'], dtype=torch.float32)
+        with torch.no_grad():
+            for layer in model.convs:
+                v = layer(v, args[1], args[2])
+            crys = (mean_pool if pool == 'mean' else max_pool)(v, torch.tensor(c), len(sizes)).numpy().astype(float)
         hid = sp(sp(crys) @ w['conv_to_fc.weight'].T + w['conv_to_fc.bias'])
         want = (hid @ w['fc_out.weight'].T + w['fc_out.bias']).reshape(-1)
         assert got.shape == want.shape, f'conv={conv}, pool={pool}: shape {got.shape}, expected {want.shape}'
