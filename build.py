@@ -163,7 +163,7 @@ def grade(zip_path: Path, submission: Path, out: Path) -> dict:
 
 def finish_zip(path: Path) -> None:
     """Put our entry point and the time-limit plugin at the top level of the autograder zip (on the
-    sys.path of Gradescope's `python /autograder/source/run_otter.py`), and the plugin beside it."""
+    sys.path of Gradescope's `python /autograder/source/run_otter.py`)."""
     ours = {ENTRY: (ASSIGNMENT / ENTRY).read_bytes(), PLUGIN: (ASSIGNMENT / PLUGIN).read_bytes()}
     with zipfile.ZipFile(path) as z:
         members = [(info, z.read(info)) for info in z.infolist() if info.filename not in ours]
@@ -172,7 +172,6 @@ def finish_zip(path: Path) -> None:
             z.writestr(info, data)
         for name, data in ours.items():
             z.writestr(zipfile.ZipInfo(name, date_time=members[0][0].date_time), data)
-    shutil.copy(ASSIGNMENT / PLUGIN, path.parent / PLUGIN)
 
 
 def written_answers(nb) -> str:
