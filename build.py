@@ -219,6 +219,7 @@ def build() -> None:
         executed = execute(solution_nb)
         out = {name: tmp / "out" / name for name in ("student", "solutions", "autograder")}
         shutil.copytree(dist / "student", out["student"])
+        shutil.copy(ASSIGNMENT / "student_requirements.txt", out["student"] / "requirements.txt")
         out["solutions"].mkdir(parents=True)
         nbformat.write(executed, out["solutions"] / f"{NAME}_solution.ipynb")
         (out["solutions"] / "written_answers.md").write_text(written_answers(executed))
@@ -235,7 +236,8 @@ def build() -> None:
             _swap(path, ROOT / name)
     print(f"""
 wrote
-  student/     {MASTER.name}, public tests, cgcnn_utils.py, data/ (no test labels): give to students
+  student/     {MASTER.name}, public tests, cgcnn_utils.py, data/ (no test labels), requirements.txt:
+               give to students
   solutions/   {NAME}_solution.ipynb (executed), written_answers.md: keep for the course staff
   autograder/  {ZIP_NAME}: upload to Gradescope ("Configure Autograder", zip upload);
                tests/ and test_labels.csv: the hidden tests and held-out labels, for reading""")

@@ -5,10 +5,13 @@ whatever the grader can. This plugin, which runs in otter's process around that 
 
 1. **No cell can hang grading.** otter-grader has no time limit (otter issue 469); a cell that loops
    forever would run until Gradescope kills the container, and a killed run scores 0 on every part.
-   A first cell arms an alarm around every cell (IPython's pre/post_run_cell events). A cell that runs
-   past `cell_seconds`, or once the student's cells have used `notebook_seconds` in all, gets a
-   TimeoutError, like any error in a student's cell: grading goes on, and the parts that do not
-   depend on the stopped cell are still scored.
+   A first cell arms an alarm around every cell (IPython's pre/post_run_cell events). A cell of the
+   notebook that runs past `cell_seconds`, or once the notebook's cells have used `notebook_seconds`
+   in all, gets a TimeoutError, like any error in a student's cell: grading goes on, and the parts
+   that do not depend on the stopped cell are still scored. A grader's check cell gets
+   `check_seconds` (a function under test that never returns fails its test), and all cells but
+   otter's last one (which must run to write the results) end within `grading_seconds` of the first
+   cell, so that the whole run ends inside Gradescope's time limit (see GRADESCOPE_TIMEOUT).
 2. **The held-out labels never exist while the notebook runs.** Before the kernel starts they are read
    into this process and deleted from disk; the test MAE of part 4b is computed here afterwards, from
    the `test_predictions.csv` the notebook wrote. (The notebook's own copies of these tests always
@@ -28,9 +31,10 @@ that removes the guard's transformer or hooks. Otter runs the tests inside the s
 so no guard inside that kernel is proof against it; such a submission is cheating in plain sight in
 its notebook, which course staff can read (docs/submissions.md lists what is and is not resisted).
 
-Settings (the master notebook's assignment config, under `plugins`): cell_seconds (default 600),
-notebook_seconds (default 900), mae_full (full-credit test MAE, eV/atom), mae_question (q4b),
-mae_factors (one per hidden test of that question, in file order: MAE limit = factor * mae_full).
+Settings (the master notebook's assignment config, under `plugins`): cell_seconds, notebook_seconds,
+check_seconds, grading_seconds (the time limits above, defaults in LIMITS), mae_full (full-credit test
+MAE, eV/atom), mae_question (q4b), mae_factors (one per hidden test of that question, in file order:
+MAE limit = factor * mae_full).
 
 The build ships this file at the top of the autograder zip, where Gradescope's `run_otter.py`
 imports it; for local `otter run`, put its folder on PYTHONPATH (`python build.py grade` does).
@@ -51,6 +55,10 @@ LABELS = "test_labels.csv"
 PREDICTIONS = "test_predictions.csv"
 SHIPPED = ["cgcnn_utils.py", "data"]
 TIMEOUT_MARKER = "the grader stopped this cell"
+GRADESCOPE_TIMEOUT = 600  # s: Gradescope's default limit for a whole grading run (it kills the run: no score)
+# Seconds. Measured at half a CPU with one torch thread (as graded): the solution's training cell
+# takes 78 s, all its cells 92 s, the whole run 104 s (otter, the kernel, checks and scoring: 12 s).
+LIMITS = {"cell_seconds": 240, "notebook_seconds": 360, "check_seconds": 60, "grading_seconds": 450}
 RESTORED_MARKER = "the grader restored"
 
 # What the tests compute with (and what a notebook might replace to pass them). Only these: libraries
@@ -69,7 +77,7 @@ GUARDED = {
 # deleted at the end, so the notebook's namespace is unchanged. The alarm fires again every few
 # seconds if a cell swallows the TimeoutError.
 GUARD_CELL = '''\
-def _cgcnn_guard(cell_seconds, notebook_seconds, test_paths):
+def _cgcnn_guard(cell_seconds, notebook_seconds, check_seconds, grading_seconds, test_paths):
     import builtins, math, os, signal, sys, time, types, numpy, numpy.testing, torch
     import otter.execute.checker, otter.test_files
     import otter.test_files.abstract_test as abstract_test, otter.test_files.exception_test as exception_test
@@ -86,8 +94,9 @@ def _cgcnn_guard(cell_seconds, notebook_seconds, test_paths):
 
     def expired(signum, frame):
         signal.alarm(5)
-        raise TimeoutError(f"{timeout_marker}: it ran past its time limit "
-                           f"({{cell_seconds}} s per cell, {{notebook_seconds}} s per notebook)")
+        raise TimeoutError(f"{timeout_marker}: it ran past its time limit ({{cell_seconds}} s per cell, "
+                           f"{{notebook_seconds}} s for the notebook's cells, {{check_seconds}} s per check, "
+                           f"{{grading_seconds}} s in all)")
 
     def restore():
         changed = []
@@ -150,11 +159,15 @@ def _cgcnn_guard(cell_seconds, notebook_seconds, test_paths):
         return ".check(" in source or "from otter.execute import Checker" in source
 
     def before(info):
-        if graders(getattr(info, "raw_cell", "") or ""):
-            signal.alarm(cell_seconds)  # the grader's own check cells
+        source = getattr(info, "raw_cell", "") or ""
+        used = time.monotonic() - start
+        if "from otter.execute import Checker" in source:
+            limit = check_seconds  # otter's last cell: it writes the results, so it always gets its time
+        elif graders(source):
+            limit = min(check_seconds, grading_seconds - used)
         else:
-            left = notebook_seconds - (time.monotonic() - start)
-            signal.alarm(int(max(1, min(cell_seconds, left))))
+            limit = min(cell_seconds, notebook_seconds - used, grading_seconds - used)
+        signal.alarm(int(max(1, limit)))
 
     # Input transformers run after all pre_run_cell hooks: a hook of the notebook's cannot patch after this.
     def restore_first(lines):
@@ -172,7 +185,7 @@ def _cgcnn_guard(cell_seconds, notebook_seconds, test_paths):
     shell.events.register("post_run_cell", lambda result: (signal.alarm(0), hide()))
 
 
-_cgcnn_guard({cell_seconds}, {notebook_seconds}, {test_paths!r})
+_cgcnn_guard({cell_seconds}, {notebook_seconds}, {check_seconds}, {grading_seconds}, {test_paths!r})
 del _cgcnn_guard
 '''
 
@@ -217,8 +230,7 @@ class Guard(AbstractOtterPlugin):
         if isinstance(submission, str):  # a .py submission: otter wraps it in one cell later
             return submission
         submission.cells.insert(0, nbformat.v4.new_code_cell(GUARD_CELL.format(
-            cell_seconds=int(self._config("cell_seconds", 600)),
-            notebook_seconds=int(self._config("notebook_seconds", 900)),
+            **{key: int(self._config(key, default)) for key, default in LIMITS.items()},
             test_paths=sorted(getattr(self, "_tests", {})), guarded=GUARDED, timeout_marker=TIMEOUT_MARKER,
             restored_marker=RESTORED_MARKER)))
         return submission

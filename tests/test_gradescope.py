@@ -178,7 +178,8 @@ def test_full_marks_at_half_a_cpu(tmp_path_factory):
 
 # Pins: the versions tested here are the versions students and Gradescope get ------------------------
 
-@pytest.mark.parametrize("path", ["requirements.txt", "assignment/autograder_requirements.txt"])
+@pytest.mark.parametrize("path", ["requirements.txt", "assignment/autograder_requirements.txt",
+                                  "assignment/student_requirements.txt", "student/requirements.txt"])
 def test_pins_equal_the_installed_versions(path):
     pins = {name: req for name, req in _pins(ROOT / path).items() if req.specifier}
     assert pins
@@ -195,6 +196,15 @@ def test_autograder_pins_agree_with_the_project_pins():
         assert name in project, f"{name} is pinned for the autograder only"
         a, b = (Version(str(r.specifier).removeprefix("==")).public for r in (req, project[name]))
         assert a == b, f"{req} (autograder) and {project[name]} (project)"
+
+
+def test_students_get_every_package_the_grader_installs_at_its_version():
+    students, grading = _pins(STUDENT.parent / "requirements.txt"), _pins(ASSIGNMENT / "autograder_requirements.txt")
+    assert "otter-grader" in students and "ipykernel" in students
+    for name, req in grading.items():
+        assert name in students, f"{name} is installed by the autograder but not in student/requirements.txt"
+        a, b = (Version(str(r.specifier).removeprefix("==")).public for r in (req, students[name]))
+        assert a == b, f"{req} (autograder) and {students[name]} (students)"
 
 
 def test_cpu_torch_pin_and_index_go_together():

@@ -12,6 +12,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from otter.test_files import abstract_test as otter_tests
 
 import cgcnn_grading as grading
+from conftest import ASSIGNMENT
 
 
 @pytest.fixture
@@ -20,7 +21,8 @@ def shell(tmp_path):
     test_file = tmp_path / "q1a.py"
     test_file.write_text("name = 'q1a'\n")
     sh = InteractiveShell.instance()
-    cell = grading.GUARD_CELL.format(cell_seconds=2, notebook_seconds=4, test_paths=[str(test_file)],
+    cell = grading.GUARD_CELL.format(cell_seconds=2, notebook_seconds=4, check_seconds=2, grading_seconds=8,
+                                     test_paths=[str(test_file)],
                                      guarded=grading.GUARDED, timeout_marker=grading.TIMEOUT_MARKER,
                                      restored_marker=grading.RESTORED_MARKER)
     import otter.execute.checker
@@ -57,6 +59,35 @@ def test_notebook_budget_limits_later_cells(shell):
     sh.run_cell("time.sleep(60)")  # stopped at 2 s: 4 s used of the notebook's 4
     result = sh.run_cell("time.sleep(3)")  # gets the 1 s minimum
     assert isinstance(result.error_in_exec, TimeoutError)
+
+
+def test_checks_have_their_own_limit_and_all_end_within_the_grading_budget(shell):
+    sh, _ = shell
+    import time
+    started = time.monotonic()
+    result = sh.run_cell("import time\ntime.sleep(60)  # grader.check(")  # a check: 2 s
+    assert isinstance(result.error_in_exec, TimeoutError)
+    assert 1.5 < time.monotonic() - started < 4
+    for _ in range(3):  # 2 s each: 8 s of the grading budget used in all
+        sh.run_cell("time.sleep(60)  # grader.check(")
+    started = time.monotonic()
+    result = sh.run_cell("time.sleep(60)  # grader.check(")  # over budget: the 1 s minimum
+    assert isinstance(result.error_in_exec, TimeoutError) and time.monotonic() - started < 1.8
+    started = time.monotonic()  # otter's last cell, which writes the results, still gets its 2 s
+    result = sh.run_cell("from otter.execute import Checker\ntime.sleep(1.5)\ndone = True")
+    assert result.success and sh.user_ns["done"], result.error_in_exec
+
+
+def test_limits_keep_a_run_inside_gradescopes_timeout():
+    """Worst case: every cell but otter's last stops by grading_seconds, that one gets check_seconds,
+    and otter, the kernel and scoring take about 12 s at half a CPU (cgcnn_grading.LIMITS): 60 s allowed."""
+    limits = grading.LIMITS
+    assert limits["cell_seconds"] <= limits["notebook_seconds"] <= limits["grading_seconds"]
+    assert limits["grading_seconds"] + limits["check_seconds"] + 60 <= grading.GRADESCOPE_TIMEOUT
+    nb = nbformat.read(ASSIGNMENT / "cgcnn_perovskites.ipynb", as_version=4)
+    config = nb.cells[0].source  # the master notebook's assignment config sets the same limits
+    for key, value in limits.items():
+        assert f"{key}: {value}" in config, key
 
 
 def test_replaced_functions_and_test_files_are_restored_before_grader_cells(shell, capsys):
@@ -226,6 +257,7 @@ def test_guard_cell_is_first_and_plain_python_submissions_pass_through(tmp_path)
     guard.before_grading(None)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
     out = guard.before_execution(nb)
-    assert "_cgcnn_guard(600, 900" in out.cells[0].source and out.cells[1].source == "x = 1"
+    limits = ", ".join(str(v) for v in grading.LIMITS.values())  # the defaults, in the guard's order
+    assert f"_cgcnn_guard({limits}, [" in out.cells[0].source and out.cells[1].source == "x = 1"
     assert guard.before_execution("print(1)") == "print(1)"
     assert dataclasses.is_dataclass(otter_tests.TestCaseResult)

@@ -23,15 +23,15 @@ def test_random_batches(mean_pool, max_pool):
     rng = np.random.default_rng(21)
     sizes = [1, 5, 20, 3, 10, 2]
     c = np.concatenate([np.full(s, i) for i, s in enumerate(sizes)])
-    x = rng.normal(-1.0, 2.0, size=(len(c), 7))
+    x = rng.normal(-1.0, 2.0, size=(len(c), 7)).astype(np.float32)
     order = rng.permutation(len(c))
     xt, ct = (torch.tensor(x[order]), torch.tensor(c[order]))
     got_mean = mean_pool(xt, ct, len(sizes)).detach().numpy()
     got_max = max_pool(xt, ct, len(sizes)).detach().numpy()
     want_mean = np.stack([x[c == i].mean(0) for i in range(len(sizes))])
     want_max = np.stack([x[c == i].max(0) for i in range(len(sizes))])
-    assert got_mean.shape == want_mean.shape and np.abs(got_mean - want_mean).max() < 1e-06, 'mean pooling is wrong on a batch'
-    assert got_max.shape == want_max.shape and np.abs(got_max - want_max).max() < 1e-06, 'max pooling is wrong on a batch'
+    assert got_mean.shape == want_mean.shape and np.abs(got_mean - want_mean).max() < 1e-05, 'mean pooling is wrong on a batch'
+    assert got_max.shape == want_max.shape and np.abs(got_max - want_max).max() < 1e-05, 'max pooling is wrong on a batch'
     xg = torch.tensor(x[order], requires_grad=True)
     mean_pool(xg, ct, len(sizes)).sum().backward()
     assert xg.grad is not None and torch.isfinite(xg.grad).all(), 'gradients must flow through mean pooling'

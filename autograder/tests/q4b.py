@@ -14,7 +14,8 @@ def test_predictions_complete(test_predictions, data):
 
 @test_case(points=0, hidden=False)
 def test_predictions_come_from_the_model(model, test_batches, normalizer, cgcnn_utils):
-    import csv
+    import csv, os
+    assert os.path.isfile('test_predictions.csv'), 'no test_predictions.csv yet: run the training cell above first'
     with open('test_predictions.csv', newline='') as f:
         saved = {r['id']: float(r['prediction']) for r in csv.DictReader(f)}
     again = cgcnn_utils.predict(model, test_batches, normalizer)
