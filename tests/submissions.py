@@ -33,6 +33,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import harness  # noqa: E402
 import build  # noqa: E402  (harness put the project root on sys.path)
+sys.path.insert(0, str(build.ASSIGNMENT))
+from cgcnn_grading import GRADESCOPE_TIMEOUT  # noqa: E402
 
 SOLUTION = ROOT / "solutions" / "cgcnn_perovskites_solution.ipynb"
 STUDENT = ROOT / "student" / harness.NB_NAME
@@ -743,8 +745,8 @@ def autograder(work: Path, source: Path = harness.AUTOGRADER_ZIP) -> Path:
 def grade(case: Case, work: Path, zip_path: Path, base: nbformat.NotebookNode | None = None) -> dict:
     """Grade one case with the autograder zip `zip_path` (see `autograder`); returns results.json."""
     upload = write_upload(case, work / "upload", base)
-    if case.runner == "gradescope":
-        return harness.gradescope_run(upload, work / "gradescope", zip_path=zip_path)
+    if case.runner == "gradescope":  # the whole run must end before Gradescope would kill it
+        return harness.gradescope_run(upload, work / "gradescope", zip_path=zip_path, timeout=GRADESCOPE_TIMEOUT)
     return harness.otter_run(upload, work / "out", zip_path=zip_path)
 
 
