@@ -679,8 +679,8 @@ MEASURED_MAE = {
     "q4a_ignores_pool_option": 0.055, "q4a_no_squeeze": 0.539, "q4b_no_optimizer_step": 0.555,
     "q4b_diverges": 3418, "q4b_predicts_training_mean": 0.547, "q4b_trains_on_test_ids": float("nan"),
     "q4b_learning_rate_too_small": 0.108, "alt_loops": 0.055, "alt_float64": 0.055, "alt_gaussian_float32": 0.055,
-    "alt_index_select_gather": 0.055, "alt_one_hot_pooling": 0.055, "alt_pool_as_hinted": 0.055, "alt_tie_order_reversed": 0.056,
-    "alt_gated_concatenation": 0.055, "alt_bn1_transposed": 0.055, "alt_gradient_clipping": 0.045,
+    "alt_index_select_gather": 0.055, "alt_one_hot_pooling": 0.055, "alt_pool_as_hinted": 0.055,
+    "alt_tie_order_reversed": 0.056, "alt_gated_concatenation": 0.055, "alt_bn1_transposed": 0.055, "alt_gradient_clipping": 0.045,
     "alt_train_on_train_and_val": 0.049,
 }
 
