@@ -12,7 +12,9 @@ executes the solution notebook, and only then replaces the three release directo
 
 from __future__ import annotations
 
+import copy
 import csv
+import hashlib
 import json
 import math
 import os
@@ -29,9 +31,11 @@ ASSIGNMENT = ROOT / "assignment"
 NAME = "cgcnn_perovskites"
 MASTER = ASSIGNMENT / f"{NAME}.ipynb"
 CALIBRATION = ASSIGNMENT / "calibration.json"
-SHIPPED = ["cgcnn_utils.py", "autograder_requirements.txt", "cgcnn_grading.py"]
-PLUGIN = "cgcnn_grading.py"  # otter plugin: imported from the zip's top level (see its docstring)
-ENTRY = "run_otter.py"  # Gradescope's entry point: ours always writes a result (see its docstring)
+SHIPPED = ["cgcnn_utils.py", "autograder_requirements.txt"]
+# The grader, at the top level of the autograder zip (on the sys.path of Gradescope's entry point):
+GRADER = ["run_otter.py", "cgcnn_kernel.py", "cgcnn_grading"]
+HELDOUT = "heldout.json"  # the held-out crystals and their labels: only in the zip, never in student/
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # zip entry times: the same commit builds the same bytes
 DATA_FILES = ["id_prop.csv", "split.csv", "metadata.csv", "atom_init.json"]
 ZIP_NAME = f"{NAME}-autograder.zip"
 CALIBRATION_SEEDS = [0, 1, 2]
@@ -53,8 +57,8 @@ def check_inputs() -> None:
         raise BuildError(f"master notebook {MASTER.name} is not a valid notebook: {err}") from err
     if not any(c.cell_type == "raw" and c.source.startswith("# ASSIGNMENT CONFIG") for c in nb.cells):
         raise BuildError(f"master notebook {MASTER.name} has no '# ASSIGNMENT CONFIG' raw cell")
-    for rel in SHIPPED + [ENTRY] + [f"data/perovskites/{f}" for f in DATA_FILES] + ["data/classification/id_prop.csv"]:
-        if not (ASSIGNMENT / rel).is_file():
+    for rel in SHIPPED + GRADER + [f"data/perovskites/{f}" for f in DATA_FILES] + ["data/classification/id_prop.csv"]:
+        if not (ASSIGNMENT / rel).exists():
             raise BuildError(f"assignment/{rel} is missing (run `python build.py data` for the data set)")
 
 
@@ -70,30 +74,39 @@ def _write_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
         w.writerows(rows)
 
 
-def stage_student_data(dest: Path) -> None:
-    """Copy the data set without the test set's labels; write them to test_labels.csv beside it."""
+def stage_student_data(dest: Path) -> dict:
+    """Copy the data set without the held-out test crystals (structures and labels: a student who
+    had the structures could compute their labels elsewhere); return those as {id: {cif, label}}."""
     src = ASSIGNMENT / "data"
     shutil.copytree(src, dest / "data", ignore=shutil.ignore_patterns(".*", "references.json",
                                                                       "generation.json", "rejected.csv"))
     pv = dest / "data" / "perovskites"
     test_ids = {r["id"] for r in _rows(pv / "split.csv") if r["split"] == "test"}
-    meta = _rows(pv / "metadata.csv")
-    columns = list(meta[0])
-    _write_rows(dest / "test_labels.csv", [r for r in meta if r["id"] in test_ids], ["id", "formation_energy_per_atom"])
-    for r in meta:
-        if r["id"] in test_ids:
-            r["energy_per_atom"] = r["formation_energy_per_atom"] = ""
-    _write_rows(pv / "metadata.csv", meta, columns)
-    id_prop = (pv / "id_prop.csv").read_text().splitlines()
-    (pv / "id_prop.csv").write_text("".join(l + "\n" for l in id_prop if l.split(",")[0] not in test_ids))
+    labels = {r["id"]: r["formation_energy_per_atom"] for r in _rows(pv / "metadata.csv")}
+    heldout = {i: {"cif": (pv / f"{i}.cif").read_text(), "label": float(labels[i])} for i in sorted(test_ids)}
+    for folder in (pv, dest / "data" / "classification"):  # the classification set shares some crystals
+        _drop(folder, test_ids)
     cl = dest / "data" / "classification"
     meta = _rows(cl / "metadata.csv")
-    keep = [c for c in meta[0] if "energy" not in c]  # these would leak perovskite test labels
+    keep = [c for c in meta[0] if "energy" not in c]  # these would leak perovskite labels
     _write_rows(cl / "metadata.csv", meta, keep)
+    return heldout
 
 
-def stage(dest: Path, thresholds: dict) -> Path:
-    """The master notebook, with calibrated thresholds filled in, and what it ships, in `dest`."""
+def _drop(folder: Path, ids: set[str]) -> None:
+    """Remove entries from a CGCNN data directory: their CIFs and their rows in every table."""
+    for i in ids:
+        (folder / f"{i}.cif").unlink(missing_ok=True)
+    for name in ("split.csv", "metadata.csv"):
+        rows = _rows(folder / name)
+        _write_rows(folder / name, [r for r in rows if r["id"] not in ids], list(rows[0]))
+    id_prop = (folder / "id_prop.csv").read_text().splitlines()
+    (folder / "id_prop.csv").write_text("".join(l + "\n" for l in id_prop if l.split(",")[0] not in ids))
+
+
+def stage(dest: Path, thresholds: dict) -> tuple[Path, dict]:
+    """The master notebook, with calibrated thresholds filled in, and what it ships, in `dest`;
+    returns its path and the held-out set."""
     dest.mkdir(parents=True)
     text = MASTER.read_text()
     for key, value in thresholds.items():
@@ -101,15 +114,7 @@ def stage(dest: Path, thresholds: dict) -> Path:
     (dest / MASTER.name).write_text(text)
     for rel in SHIPPED:
         shutil.copy(ASSIGNMENT / rel, dest / rel)
-    stage_student_data(dest)
-    return dest / MASTER.name
-
-
-def plugin_env(plugin_dir: Path) -> dict:
-    """The environment for otter commands: the grading plugin importable, as on Gradescope."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(plugin_dir), env.get("PYTHONPATH")]))
-    return env
+    return dest / MASTER.name, stage_student_data(dest)
 
 
 def otter_assign(notebook: Path, run_tests: bool) -> Path:
@@ -117,61 +122,136 @@ def otter_assign(notebook: Path, run_tests: bool) -> Path:
     cmd = [sys.executable, "-m", "otter", "assign", notebook.name, "dist"]
     if not run_tests:
         cmd.append("--no-run-tests")
-    done = subprocess.run(cmd, cwd=notebook.parent, capture_output=True, text=True, env=plugin_env(notebook.parent))
+    done = subprocess.run(cmd, cwd=notebook.parent, capture_output=True, text=True)
     if done.returncode != 0:
         raise BuildError("otter assign failed (when it grades the solution, a score below 100 % fails):\n"
                          + done.stdout[-4000:] + done.stderr[-4000:])
     return dist
 
 
-def execute(notebook: Path, seed: int | None = None, graded_only: bool = False,
-            timeout: int = 900) -> "nbformat.NotebookNode":
-    """Run a notebook top to bottom in its own directory (optionally with another SEED, or without
-    the cells the autograder skips)."""
-    import nbformat
-    from nbclient import NotebookClient
-    nb = nbformat.read(notebook, as_version=4)
-    # The export cell would grade the notebook file as saved (SEED = 0), overwriting this run's outputs.
-    nb.cells = [c for c in nb.cells if "grader.export(" not in c.source]
-    if graded_only:
-        nb.cells = [c for c in nb.cells if "otter_ignore" not in c.metadata.get("tags", [])]
-    if seed is not None:
-        for cell in nb.cells:
-            cell.source = re.sub(r"^SEED = \d+", f"SEED = {seed}", cell.source, flags=re.M)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(notebook.parent)}}).execute()
+def with_seed(nb, seed: int):
+    """The notebook with `SEED = seed` in its settings cell."""
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        cell.source = re.sub(r"^SEED = \d+", f"SEED = {seed}", cell.source, flags=re.M)
     return nb
 
 
-def grade(zip_path: Path, submission: Path, out: Path) -> dict:
-    """Grade one submission with the autograder zip through `otter run`; return results.json. The
-    grading plugin is imported from the zip itself, as on Gradescope, so that it always matches the
-    zip's otter_config.json."""
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="cgcnn-plugin-") as plugin_dir:
+def execute(notebook: Path, timeout: int = 900) -> "nbformat.NotebookNode":
+    """Run a notebook top to bottom in its own directory, on one torch thread as graded (so that the
+    same commit gives the same outputs), without its export cell (which would grade the notebook as
+    saved and overwrite this run's outputs)."""
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.read(notebook, as_version=4)
+    nb.cells = [c for c in nb.cells if "grader.export(" not in c.source]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(notebook.parent)}})
+    client.execute(env=env, cwd=str(notebook.parent))
+    return normalise(nb)
+
+
+def normalise(nb):
+    """What changes from run to run taken out of an executed notebook: fixed cell ids, no execution
+    timestamps, no progress bars (stderr or widgets); cells tagged `varies` (timings) keep no outputs.
+    (The notebook seeds `random` too, for otter's choice of emoji after "passed!".)"""
+    for index, cell in enumerate(nb.cells):
+        cell.id = f"c{index:03d}-{hashlib.sha1(cell.source.encode()).hexdigest()[:8]}"
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            if "varies" in cell.metadata.get("tags", []):
+                cell.outputs = []
+            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")
+                            and "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def protect_repository() -> None:
+    """Local grading runs submissions as the grading user on this machine: the repository (solutions,
+    hidden checks, held-out labels, git history) must be closed to other users."""
+    mode = ROOT.stat().st_mode
+    if mode & 0o007:
+        os.chmod(ROOT, mode & ~0o007)
+        print(f"closed {ROOT} to other users (chmod o-rwx): submissions are graded as another user")
+
+
+def grade(zip_path: Path, submission: Path, out: Path | None = None) -> dict:
+    """Grade one submission (.ipynb, .zip or a folder) with the autograder zip, as Gradescope does: the
+    zip's entry point in Gradescope's layout, in a private temporary folder; return results.json."""
+    protect_repository()
+    with tempfile.TemporaryDirectory(prefix="cgcnn-grade-") as tmp:
+        root = Path(tmp)
         with zipfile.ZipFile(zip_path) as z:
-            z.extract(PLUGIN, plugin_dir)
-        done = subprocess.run([sys.executable, "-m", "otter", "run", "-a", str(zip_path), "-o", str(out),
-                               str(submission)], capture_output=True, text=True, timeout=1800,
-                              env=plugin_env(Path(plugin_dir)))
-    results = out / "results.json"
-    if not results.is_file():
-        why = (done.stderr.strip().splitlines() or ["no error message"])[-1]
-        raise BuildError(f"otter run wrote no results for {submission.name}: {why}")
-    return json.loads(results.read_text())
+            z.extractall(root / "source")
+        upload = root / "submission"
+        if submission.is_dir():
+            shutil.copytree(submission, upload, symlinks=True)
+        elif submission.suffix == ".zip":
+            with zipfile.ZipFile(submission) as z:
+                z.extractall(upload)
+        else:
+            upload.mkdir()
+            shutil.copy(submission, upload)
+        (root / "submission_metadata.json").write_text("{}")
+        done = subprocess.run([sys.executable, str(root / "source" / "run_otter.py"), str(root), str(ROOT)],
+                              cwd=root / "source", capture_output=True, text=True, timeout=1800)
+        results = root / "results" / "results.json"
+        if not results.is_file():
+            why = (done.stderr.strip().splitlines() or ["no error message"])[-1]
+            raise BuildError(f"the autograder wrote no results for {submission.name}: {why}")
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copy(results, out / "results.json")
+        return json.loads(results.read_text())
 
 
-def finish_zip(path: Path) -> None:
-    """Put our entry point and the time-limit plugin at the top level of the autograder zip (on the
-    sys.path of Gradescope's `python /autograder/source/run_otter.py`)."""
-    ours = {ENTRY: (ASSIGNMENT / ENTRY).read_bytes(), PLUGIN: (ASSIGNMENT / PLUGIN).read_bytes()}
+def question_points(nb) -> dict[str, float]:
+    """{part: points} from the master notebook's question configs (otter's `# BEGIN QUESTION` cells)."""
+    points = {}
+    for cell in nb.cells:
+        if cell.cell_type == "raw" and cell.source.startswith("# BEGIN QUESTION"):
+            config = dict(re.findall(r"^(\w+): *([^#\n]*?) *(?:#.*)?$", cell.source, re.M))
+            if config.get("manual", "false") != "true":
+                points[config["name"]] = float(config["points"])
+    return points
+
+
+def grading_settings(student_nb, points: dict[str, float], mae_full: float) -> str:
+    """grading.json: the settings the grader reads from the zip (see cgcnn_grading.settings)."""
+    from cgcnn_grading.settings import MAE_QUESTION, MAE_TIERS, Settings
+    tiers = sum(p for _, _, p in MAE_TIERS)
+    if tiers != points.get(MAE_QUESTION):
+        raise BuildError(f"{MAE_QUESTION} is worth {points.get(MAE_QUESTION)} points in the master notebook, "
+                         f"but its MAE tiers (cgcnn_grading.settings.MAE_TIERS) add up to {tiers}")
+    checks = {}
+    for cell in student_nb.cells:
+        found = re.fullmatch(r'grader\.check\("(\w+)"\)', cell.source.strip())
+        if cell.cell_type == "code" and found:
+            checks[found.group(1)] = cell.source.strip()
+    if set(checks) != set(points):
+        raise BuildError(f"the student notebook's check cells {sorted(checks)} do not match its parts {sorted(points)}")
+    export = [c.source.strip() for c in student_nb.cells if c.cell_type == "code" and "grader.export(" in c.source]
+    return Settings(NAME, points, checks, export, mae_full).dump()
+
+
+def finish_zip(path: Path, extra: dict[str, bytes]) -> None:
+    """Add the grader and its settings at the top level of the autograder zip (on the sys.path of
+    Gradescope's `python /autograder/source/run_otter.py`), every entry sorted and with a fixed time."""
+    for name in GRADER:
+        source = ASSIGNMENT / name
+        for file in sorted(source.rglob("*.py")) if source.is_dir() else [source]:
+            extra[str(file.relative_to(ASSIGNMENT))] = file.read_bytes()
     with zipfile.ZipFile(path) as z:
-        members = [(info, z.read(info)) for info in z.infolist() if info.filename not in ours]
+        members = {info.filename: z.read(info) for info in z.infolist() if not info.is_dir()}
+    members.update(extra)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        for info, data in members:
-            z.writestr(info, data)
-        for name, data in ours.items():
-            z.writestr(zipfile.ZipInfo(name, date_time=members[0][0].date_time), data)
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, members[name])
 
 
 def written_answers(nb) -> str:
@@ -194,6 +274,30 @@ def _swap(new: Path, target: Path) -> None:
     shutil.move(str(new), str(target))
 
 
+def assemble(tmp: Path, thresholds: dict) -> tuple[Path, Path]:
+    """otter assign on the staged master, then the zip finished with the grader; returns the zip and
+    otter's dist folder."""
+    import nbformat
+    master, heldout = stage(tmp / "stage", thresholds)
+    dist = otter_assign(master, run_tests=False)
+    zips = sorted((dist / "autograder").glob(f"{NAME}-autograder_*.zip"))
+    if len(zips) != 1:
+        raise BuildError(f"expected one autograder zip from otter assign, found {len(zips)}")
+    student = nbformat.read(dist / "student" / MASTER.name, as_version=4)
+    points = question_points(nbformat.read(master, as_version=4))
+    settings = grading_settings(student, points, thresholds["mae_full"])
+    finish_zip(zips[0], {"grading.json": settings.encode(), HELDOUT: json.dumps(heldout, indent=0).encode()})
+    nbformat.write(normalise(student), dist / "student" / MASTER.name)
+    return zips[0], dist
+
+
+def failure(results: dict) -> str:
+    """Why a graded notebook lost points: each part's first line, and what stopped a cell."""
+    lines = [f"{t['name']} {t['score']:g}/{t['max_score']:g}: {(t.get('output') or '').splitlines()[:1]}"
+             for t in results["tests"] if t.get("score", 0) < t.get("max_score", 0)]
+    return "\n  ".join(lines + ([results["output"]] if results.get("output") else []))
+
+
 def build() -> None:
     check_inputs()
     if not CALIBRATION.is_file():
@@ -201,20 +305,15 @@ def build() -> None:
     thresholds = json.loads(CALIBRATION.read_text())["thresholds"]
     with tempfile.TemporaryDirectory(prefix="cgcnn-build-") as tmp:
         tmp = Path(tmp)
-        dist = otter_assign(stage(tmp / "stage", thresholds), run_tests=False)
-        zips = sorted((dist / "autograder").glob(f"{NAME}-autograder_*.zip"))
-        if len(zips) != 1:
-            raise BuildError(f"expected one autograder zip from otter assign, found {len(zips)}")
-        finish_zip(zips[0])
+        zip_path, dist = assemble(tmp, thresholds)
         print("grading the solution with the new autograder ...")
         solution_nb = dist / "autograder" / MASTER.name
-        results = grade(zips[0], solution_nb, tmp / "grade")
+        results = grade(zip_path, solution_nb, tmp / "grade")
         score = sum(t.get("score", 0) for t in results["tests"])
         possible = sum(t.get("max_score", 0) for t in results["tests"])
         if not math.isclose(score, possible, abs_tol=1e-6):
-            failed = [t["name"] for t in results["tests"] if t.get("score", 0) < t.get("max_score", 0)]
-            raise BuildError(f"the solution scores {score}/{possible}; failing: {failed}")
-        print(f"solution scores {score}/{possible}; executing the solution notebook ...")
+            raise BuildError(f"the solution scores {score:g}/{possible:g}:\n  {failure(results)}")
+        print(f"solution scores {score:g}/{possible:g}; executing the solution notebook ...")
         import nbformat
         executed = execute(solution_nb)
         out = {name: tmp / "out" / name for name in ("student", "solutions", "autograder")}
@@ -224,28 +323,22 @@ def build() -> None:
         nbformat.write(executed, out["solutions"] / f"{NAME}_solution.ipynb")
         (out["solutions"] / "written_answers.md").write_text(written_answers(executed))
         out["autograder"].mkdir()
-        shutil.copy(zips[0], out["autograder"] / ZIP_NAME)
-        shutil.copy(ASSIGNMENT / PLUGIN, out["autograder"] / PLUGIN)  # for local `otter run`
-        with zipfile.ZipFile(zips[0]) as z:  # the hidden tests, readable beside the zip
-            for member in z.namelist():
-                if member.startswith("tests/") and member.endswith(".py"):
-                    (out["autograder"] / member).parent.mkdir(exist_ok=True)
-                    (out["autograder"] / member).write_bytes(z.read(member))
-        shutil.copy(tmp / "stage" / "test_labels.csv", out["autograder"] / "test_labels.csv")
+        shutil.copy(zip_path, out["autograder"] / ZIP_NAME)
         for name, path in out.items():
             _swap(path, ROOT / name)
+        os.chmod(ROOT / "autograder", 0o700)  # the held-out labels are in the zip: root's alone
     print(f"""
 wrote
-  student/     {MASTER.name}, public tests, cgcnn_utils.py, data/ (no test labels), requirements.txt:
+  student/     {MASTER.name}, public tests, cgcnn_utils.py, data/ (no held-out crystals), requirements.txt:
                give to students
   solutions/   {NAME}_solution.ipynb (executed), written_answers.md: keep for the course staff
-  autograder/  {ZIP_NAME}: upload to Gradescope ("Configure Autograder", zip upload);
-               tests/ and test_labels.csv: the hidden tests and held-out labels, for reading""")
+  autograder/  {ZIP_NAME}: upload to Gradescope ("Configure Autograder", zip upload); it holds the
+               grader (cgcnn_grading/), the held-out crystals and their labels: keep it private""")
 
 
 def grade_folder(folder: Path, csv_path: Path) -> list[dict]:
-    """Grade every submission (.zip or .ipynb) in `folder` with the released autograder through
-    `otter run`, one at a time; write one CSV row per submission, with a note when it has no results."""
+    """Grade every submission (.zip or .ipynb) in `folder` with the released autograder, each as
+    Gradescope grades it; write one CSV row per submission, with a note when it has no results."""
     zip_path = ROOT / "autograder" / ZIP_NAME
     if not zip_path.is_file():
         raise BuildError(f"{zip_path.relative_to(ROOT)} not found: run `python build.py` first")
@@ -253,43 +346,52 @@ def grade_folder(folder: Path, csv_path: Path) -> list[dict]:
     if not submissions:
         raise BuildError(f"no .zip or .ipynb submissions in {folder}")
     rows, questions = [], []
-    with tempfile.TemporaryDirectory(prefix="cgcnn-grade-") as tmp:
-        for n, sub in enumerate(submissions):
-            print(f"[{n + 1}/{len(submissions)}] {sub.name} ...", flush=True)
-            row = {"submission": sub.name, "note": ""}
-            try:
-                results = grade(zip_path, sub, Path(tmp) / str(n))
-                for t in results["tests"]:
-                    if "max_score" in t and t["name"] != "Public Tests":
-                        row[t["name"]] = t.get("score", 0)
-                        questions += [t["name"]] if t["name"] not in questions else []
-            except (BuildError, subprocess.TimeoutExpired) as err:
-                row["note"] = f"not graded: {err}"
-            row["total"] = sum(v for k, v in row.items() if k in questions)
-            rows.append(row)
+    for n, sub in enumerate(submissions):
+        print(f"[{n + 1}/{len(submissions)}] {sub.name} ...", flush=True)
+        row = {"submission": sub.name, "note": ""}
+        try:
+            results = grade(zip_path, sub)
+            for t in results["tests"]:
+                if "max_score" in t and t["name"] != "Autograder Error":
+                    row[t["name"]] = t.get("score", 0)
+                    questions += [t["name"]] if t["name"] not in questions else []
+            row["note"] = results.get("output", "") if not results.get("tests") or any(
+                t["name"] == "Autograder Error" for t in results["tests"]) else ""
+            row["note"] = row["note"] or "; ".join(l for l in results.get("output", "").splitlines()
+                                                   if l.startswith("Time limit"))
+        except (BuildError, subprocess.TimeoutExpired) as err:
+            row["note"] = f"not graded: {err}"
+        row["total"] = sum(v for k, v in row.items() if k in questions)
+        rows.append(row)
     _write_rows(csv_path, rows, ["submission", *questions, "total", "note"])
     print(f"wrote {csv_path}: {len(rows)} submissions")
     return rows
 
 
 def calibrate() -> None:
-    """Train the solution with several seeds; full credit up to MARGIN times the worst test MAE."""
+    """Grade the solution with several seeds; full credit up to MARGIN times the worst test MAE."""
+    import nbformat
     check_inputs()
     with tempfile.TemporaryDirectory(prefix="cgcnn-calibrate-") as tmp:
-        nb = stage(Path(tmp) / "stage", {"mae_full": 9.0, "mae_mean": 0.0, "mae_solution": 0.0})
-        solution_nb = otter_assign(nb, run_tests=False) / "autograder" / MASTER.name
-        labels = {r["id"]: float(r["formation_energy_per_atom"]) for r in _rows(nb.parent / "test_labels.csv")}
+        zip_path, dist = assemble(Path(tmp), {"mae_full": 9.0, "mae_mean": 0.0, "mae_solution": 0.0})
+        solution = nbformat.read(dist / "autograder" / MASTER.name, as_version=4)
         maes = {}
         for seed in CALIBRATION_SEEDS:
-            execute(solution_nb, seed, graded_only=True)
-            pred = {r["id"]: float(r["prediction"]) for r in _rows(solution_nb.parent / "test_predictions.csv")}
-            maes[seed] = sum(abs(pred[i] - y) for i, y in labels.items()) / len(labels)
+            path = Path(tmp) / f"seed{seed}" / MASTER.name
+            path.parent.mkdir()
+            nbformat.write(with_seed(solution, seed), path)
+            results = grade(zip_path, path)
+            if "test_mae" not in results.get("extra_data", {}):
+                raise BuildError(f"seed {seed}: the solution's part 4b was not scored:\n  {failure(results)}")
+            maes[seed] = results["extra_data"]["test_mae"]
             print(f"seed {seed}: test MAE {maes[seed]:.4f} eV/atom")
+        heldout = json.loads(zipfile.ZipFile(zip_path).read(HELDOUT))
+    labels = [entry["label"] for entry in heldout.values()]
     split = {r["id"]: r["split"] for r in _rows(ASSIGNMENT / "data/perovskites/split.csv")}
     train = [float(r["formation_energy_per_atom"]) for r in _rows(ASSIGNMENT / "data/perovskites/metadata.csv")
              if split[r["id"]] == "train"]
     mean = sum(train) / len(train)
-    mae_mean = sum(abs(mean - y) for y in labels.values()) / len(labels)
+    mae_mean = sum(abs(mean - y) for y in labels) / len(labels)
     thresholds = {"mae_full": math.ceil(MARGIN * max(maes.values()) * 100) / 100,
                   "mae_mean": mae_mean, "mae_solution": sum(maes.values()) / len(maes)}
     CALIBRATION.write_text(json.dumps({"seeds": {str(k): v for k, v in maes.items()}, "margin": MARGIN,
@@ -307,7 +409,6 @@ def main(argv: list[str]) -> int:
         elif command == "grade" and len(argv) in (2, 3):
             grade_folder(Path(argv[1]), Path(argv[2] if len(argv) == 3 else "scores.csv"))
         elif command == "data":
-            sys.path.insert(0, str(ASSIGNMENT))
             import make_dataset
             make_dataset.main(argv[1:])
         else:

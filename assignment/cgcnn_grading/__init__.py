@@ -1,0 +1,14 @@
+"""The autograder of the CGCNN assignment: each submission's notebook runs as a user of its own,
+and every verdict is reached outside its kernel.
+
+One concern per module:
+
+    settings    the time limits, and the points, thresholds and check cells of grading.json
+    sandbox     the grading user, file permissions, ending every process of that user
+    execution   running the notebook cell by cell in the sandbox, with time limits and probes
+    checks      the checks of each part (requests to the kernel, judges), with `reference`
+    scoring     verdicts to points, part 4b's MAE tiers, results.json
+    grade       one submission end to end; Gradescope's entry point (run_otter.py) calls `main`
+
+The kernel side is the top-level module `cgcnn_kernel`, which is all the kernel imports of it.
+"""

@@ -1,0 +1,222 @@
+"""Running the submission's notebook in its sandbox: cell by cell, with the time limits kept from
+outside the kernel, and the grader's probes run where the notebook checks each part.
+
+The kernel runs as the grading user (see `sandbox`); this process only sends it cells and reads
+what comes back on the Jupyter protocol, which is JSON. The probe of a part runs in place of the
+part's released check cell (`grader.check("q1a")`, recognised by its exact text), so a part is
+judged on what the notebook had defined when it checked it; a probe whose check cell is missing or
+was edited runs after the last cell. A watchdog thread measures each cell's CPU time (all processes
+of the grading user) and wall time; a cell past its limit is interrupted, and if it does not stop,
+every process of the user is ended. Time limits are reported by name, never as the student's error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+from traitlets import Any as AnyTrait
+
+from cgcnn_kernel import MIME, SETUP
+from . import sandbox
+from .settings import Limits
+
+IGNORE_TAG = "otter_ignore"  # cells otter's grading skips; the notebook tags Part 5 to 7 with it
+OUTPUT_BYTES = 2_000_000  # per cell: a notebook that floods its output cannot exhaust the grader's memory
+GRACE_SECONDS = 10  # after an interrupt, before the kernel is ended
+
+
+@dataclass
+class Probe:
+    """The grader's questions for one part, asked in place of the cell `after` (or at the end)."""
+
+    name: str
+    requests: list[dict]
+    after: str | None = None
+
+    def source(self) -> str:
+        text = json.dumps({"probe": self.name, "requests": self.requests}, separators=(",", ":"))
+        return f"import cgcnn_kernel; cgcnn_kernel.probe({text!r})"
+
+
+@dataclass
+class Outcome:
+    """What grading learned from the kernel: each probe's raw answers, or why it has none."""
+
+    answers: dict[str, dict] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)  # time limits, a kernel that died, ...
+    stopped: list[str] = field(default_factory=list)  # the time-limit messages alone
+    notebook: nbformat.NotebookNode | None = None
+    cpu_seconds: float = 0.0
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """A kernel started as the grading user, reading a connection file it is allowed to read."""
+
+    user = AnyTrait()
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        return sandbox.as_user(self.user, super().format_kernel_cmd(extra_arguments))
+
+    def write_connection_file(self, **kwargs):
+        super().write_connection_file(**kwargs)
+        os.chmod(self.connection_file, 0o644)  # in a folder of root's that only the kernel uses
+
+
+class CappedClient(NotebookClient):
+    """nbclient, keeping at most OUTPUT_BYTES of output per cell."""
+
+    def output(self, outs, msg, display_id, cell_index):
+        if sum(len(json.dumps(o)) for o in outs) > OUTPUT_BYTES:
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
+class Watchdog(threading.Thread):
+    """Stops the running cell at its CPU or wall-clock limit: SIGINT first, then every process of the
+    grading user."""
+
+    def __init__(self, uid: int, kernel_pid: int):
+        super().__init__(daemon=True)
+        self.uid, self.kernel_pid = uid, kernel_pid
+        self.lock = threading.Lock()
+        self.cell: dict | None = None
+        self.done = threading.Event()
+
+    def arm(self, label: str, cpu: float | None, wall: float, why: str) -> None:
+        with self.lock:
+            self.cell = {"label": label, "cpu": cpu, "wall": wall, "why": why, "start": time.monotonic(),
+                         "cpu0": sandbox.cpu_seconds(self.uid), "fired": None, "stop": None}
+
+    def disarm(self) -> str | None:
+        with self.lock:
+            cell, self.cell = self.cell, None
+        return cell and cell["stop"]
+
+    def run(self) -> None:
+        while not self.done.wait(0.25):
+            with self.lock:
+                cell = self.cell
+                if cell is None:
+                    continue
+                wall = time.monotonic() - cell["start"]
+                if cell["fired"] is None:
+                    cpu = sandbox.cpu_seconds(self.uid) - cell["cpu0"]
+                    if cell["cpu"] is not None and cpu > cell["cpu"]:
+                        cell["stop"] = f"{cell['label']} was stopped after {cell['cpu']:.0f} s of CPU time (time limit)"
+                    elif wall > cell["wall"]:
+                        cell["stop"] = f"{cell['label']} was stopped after {cell['wall']:.0f} s ({cell['why']})"
+                    if cell["stop"]:
+                        cell["fired"] = wall
+                        self._signal(signal.SIGINT)
+                elif wall - cell["fired"] > GRACE_SECONDS:
+                    cell["stop"] += "; it did not stop when interrupted, so the kernel was ended"
+                    cell["fired"] = float("inf")
+                    sandbox.end_all(self.uid)
+
+    def _signal(self, signum: int) -> None:
+        try:
+            os.kill(self.kernel_pid, signum)
+        except OSError:
+            pass
+
+
+def first_line(source: str) -> str:
+    line = next((l for l in source.splitlines() if l.strip() and not l.startswith("#")), source.strip())
+    return line.strip()[:60]
+
+
+def run(nb: nbformat.NotebookNode, work: Path, kernel_dir: Path, user: pwd.struct_passwd,
+        probes: list[Probe], limits: Limits, skip: set[str] = frozenset()) -> Outcome:
+    """Execute `nb` in `work` as `user`, asking each probe in its place; cells whose source is in
+    `skip` (the released export cell) and cells tagged otter_ignore do not run."""
+    outcome = Outcome()
+    anchors = {p.after: p for p in probes if p.after}
+    plan: list[tuple[str, object]] = [("setup", SETUP)]
+    for cell in nb.cells:
+        source = cell.source.strip()
+        if cell.cell_type != "code" or IGNORE_TAG in cell.metadata.get("tags", []) or source in skip:
+            continue
+        probe = anchors.pop(source, None)
+        plan.append(("probe", probe) if probe else ("cell", cell.source))
+    plan += [("probe", p) for p in probes if p.after is None or p.after in anchors]
+
+    cells = [nbformat.v4.new_code_cell(SETUP if kind == "setup" else item.source() if kind == "probe" else item)
+             for kind, item in plan]
+    executed = nbformat.v4.new_notebook(cells=cells, metadata=nb.metadata)
+    km = SandboxedKernelManager(kernel_name="python3", user=user,
+                                connection_file=str(kernel_dir / "kernel.json"))
+    client = CappedClient(executed, km=km, allow_errors=True, interrupt_on_timeout=True,
+                          timeout=limits.total_seconds + 2 * GRACE_SECONDS, startup_timeout=120,
+                          resources={"metadata": {"path": str(work)}})
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work),
+           "PYTHONPATH": f"{kernel_dir}:{work}", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(limits.threads),
+           "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+    start, dead = time.monotonic(), None
+    try:
+        with client.setup_kernel(cwd=str(work), env=env):
+            watchdog = Watchdog(user.pw_uid, km.provisioner.process.pid)
+            watchdog.start()
+            try:
+                for index, ((kind, item), cell) in enumerate(zip(plan, cells)):
+                    name = item.name if kind == "probe" else None
+                    left = limits.total_seconds - (time.monotonic() - start)
+                    if dead or left <= 1:
+                        if name:
+                            outcome.missing[name] = dead or (f"not checked: the notebook used up the "
+                                                             f"{limits.total_seconds} s that grading allows it (time limit)")
+                        continue
+                    if kind == "cell":
+                        label = f"the cell starting {first_line(item)!r}"
+                        why = "time limit" if left > limits.cell_wall_seconds else \
+                            f"time limit: {limits.total_seconds} s for the whole notebook"
+                        watchdog.arm(label, limits.cell_cpu_seconds, min(limits.cell_wall_seconds, left), why)
+                    else:
+                        label = f"the check of {name}" if name else "the grader's setup"
+                        watchdog.arm(label, None, min(limits.check_seconds, left), "time limit")
+                    try:
+                        client.execute_cell(cell, index)
+                    except DeadKernelError:
+                        dead = f"the kernel died while running {label}"
+                    stop = watchdog.disarm()
+                    if stop:
+                        outcome.stopped.append(stop)
+                        outcome.events.append(f"Time limit: {stop}.")
+                        dead = dead and f"{stop}; the cells and checks after it could not run"
+                    elif dead:
+                        outcome.events.append(f"{dead[0].upper()}{dead[1:]} (out of memory, or os._exit?): "
+                                              "the cells and checks after it could not run.")
+                    if name:
+                        found = [o["data"][MIME] for o in cell.outputs if o.get("output_type") == "display_data"
+                                 and isinstance(o.get("data", {}).get(MIME), dict)
+                                 and o["data"][MIME].get("probe") == name]
+                        if found and isinstance(found[-1].get("answers"), dict):
+                            outcome.answers[name] = found[-1]["answers"]
+                        else:
+                            outcome.missing[name] = stop or dead or _why_no_answers(cell)
+            finally:
+                watchdog.done.set()
+                outcome.cpu_seconds = sandbox.cpu_seconds(user.pw_uid)
+    finally:
+        sandbox.end_all(user.pw_uid)
+    outcome.notebook = executed
+    return outcome
+
+
+def _why_no_answers(cell) -> str:
+    errors = [o for o in cell.outputs if o.get("output_type") == "error"]
+    if errors:
+        return f"the check could not run: {errors[-1].get('ename')}: {errors[-1].get('evalue')}"
+    return "the check gave no answers (did the notebook replace the grader's probe?)"

@@ -1,0 +1,149 @@
+"""Grading one submission, end to end: find and read the notebook, set up its sandbox, run it with
+the probes, score the answers. Gradescope's entry point (`run_otter.py`, see `main`), `python build.py
+grade` and the build's own check of the solution all come here.
+
+The autograder's folder holds what the submission must never reach: `grading.json` (settings),
+`heldout.json` (the held-out crystals and their labels), this package (the checks and references),
+and otter's files/ (the support module and data shipped to the kernel). Before the kernel starts,
+that folder, the results folder and the upload are made root's alone, and the grading user is shown
+(by trying, as that user) unable to read any of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import numpy as np
+
+from . import execution, sandbox, scoring
+from .checks import checks as all_checks
+from .settings import MAE_QUESTION, Settings
+
+HELDOUT = "heldout.json"
+SHIPPED = ["cgcnn_utils.py", "data"]  # in otter's files/: they replace any copy in the submission
+KERNEL_MODULE = "cgcnn_kernel.py"
+HELP = ("Export the notebook again with its last cell (grader.export), check that the zip holds "
+        "cgcnn_perovskites.ipynb, and resubmit. If this persists, send this message to the course staff.")
+
+
+class GradingError(RuntimeError):
+    """The submission cannot be graded; the message says why, in words a student can act on."""
+
+
+@dataclass
+class Report:
+    results: dict
+    notebook: nbformat.NotebookNode | None = None  # as executed, for the course staff
+    events: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+
+
+def find_notebook(upload: Path) -> Path:
+    # a link could point root at the autograder's own files: links are never read, only copied as links
+    notebooks = sorted(p for p in upload.rglob("*.ipynb")
+                       if ".ipynb_checkpoints" not in p.parts and not p.is_symlink())
+    if not notebooks:
+        held = sorted(p.name for p in upload.iterdir()) if upload.is_dir() else []
+        raise GradingError(f"no notebook (.ipynb) in it; it holds {', '.join(held) or 'nothing'}")
+    if len(notebooks) > 1:
+        raise GradingError(f"it holds {len(notebooks)} notebooks ({', '.join(p.name for p in notebooks)}): "
+                           "upload one")
+    return notebooks[0]
+
+
+def read_notebook(path: Path, assignment: str) -> nbformat.NotebookNode:
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as err:  # nbformat raises several types for a broken file
+        raise GradingError(f"the notebook in the submission could not be read ({type(err).__name__}: "
+                           f"{str(err)[:300]})") from err
+    name = nb.metadata.get("otter", {}).get("assignment_name")
+    if name != assignment:
+        raise GradingError(f"Received submission for assignment {name!r}, but this autograder grades "
+                           f"{assignment!r}: submit the notebook of this assignment")
+    return nb
+
+
+def probes(settings: Settings, checks, heldout: dict) -> list[execution.Probe]:
+    out = []
+    for question in settings.points:
+        requests = [r for c in checks if c.question == question for r in c.requests]
+        if question == MAE_QUESTION:
+            requests.append({"id": "predictions", "op": "heldout_predictions",
+                             "structures": {i: entry["cif"] for i, entry in sorted(heldout.items())}})
+        out.append(execution.Probe(question, requests, settings.check_cells.get(question)))
+    return out
+
+
+def grade_submission(source: Path, upload: Path, secret: list[Path] = ()) -> Report:
+    """Grade the upload in `upload` with the autograder unpacked in `source`. `secret` adds paths the
+    grading user must not be able to read (a course's repository, for local grading)."""
+    settings = Settings.load(source)
+    notebook = read_notebook(find_notebook(upload), settings.assignment)
+    heldout = json.loads((source / HELDOUT).read_text())
+    labels = {i: float(entry["label"]) for i, entry in heldout.items()}
+    embedding = json.loads((source / "files" / "data" / "atom_init.json").read_text())
+    checks = all_checks({int(z): np.asarray(v, dtype=np.float32) for z, v in embedding.items()})
+
+    user = sandbox.ensure_user()
+    sandbox.make_python_reachable(user)
+    scratch = Path(tempfile.mkdtemp(prefix="cgcnn-grading-"))
+    try:
+        os.chmod(scratch, 0o711)  # the user may enter its two folders, not list this one
+        work = sandbox.work_directory(user, scratch)
+        for item in upload.iterdir():
+            sandbox.copy_into(item, work / item.name)
+        for name in SHIPPED:  # ours win over the submission's copies
+            sandbox.remove(work / name)
+            sandbox.copy_into(source / "files" / name, work / name)
+        sandbox.give(user, work)
+        kernel_dir = scratch / "kernel"
+        kernel_dir.mkdir(mode=0o755)
+        shutil.copy(Path(__file__).resolve().parents[1] / KERNEL_MODULE, kernel_dir / KERNEL_MODULE)
+        sandbox.cannot_read(user, [source, source / HELDOUT, upload, *secret])
+        outcome = execution.run(notebook, work, kernel_dir, user, probes(settings, checks, heldout),
+                                settings.limits, skip=set(settings.skip_cells))
+    finally:
+        sandbox.end_all(user.pw_uid)
+        shutil.rmtree(scratch, ignore_errors=True)
+    results = scoring.score(settings, checks, outcome.answers, outcome.missing, labels, outcome.events)
+    return Report(results, outcome.notebook, outcome.events, outcome.stopped, outcome.cpu_seconds)
+
+
+def write_results(path: Path, results: dict) -> None:
+    """Write results.json whole (a reader never sees half a file), readable by root only."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def main(root: Path) -> int:
+    """Gradescope's layout under `root` (/autograder): grade submission/ with source/, write
+    results/results.json. Whatever happens, the only results.json is the one written here."""
+    source, upload, results_dir = root / "source", root / "submission", root / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "results.json").unlink(missing_ok=True)  # never adopt a file this run did not write
+    for path in (source, results_dir, upload):
+        if path.exists():
+            sandbox.private(path)
+    try:
+        report = grade_submission(source, upload)
+        results = report.results
+    except GradingError as err:
+        results = scoring.error_results(str(err), HELP)
+    except BaseException as err:  # noqa: BLE001 - every failure must still produce a result
+        traceback.print_exc()
+        results = scoring.error_results(f"{type(err).__name__}: {err}", HELP)
+    write_results(results_dir / "results.json", results)
+    print(json.dumps({t["name"]: t["score"] for t in results["tests"]}), file=sys.stderr)
+    return 0

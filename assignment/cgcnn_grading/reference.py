@@ -1,0 +1,160 @@
+"""The grader's own CGCNN, in numpy: what each part of the notebook must compute, written the literal
+way (one product per edge, batch statistics by formula), independently of the notebook's torch
+solution. Runs in the grading process only. All functions compute in float64.
+
+Shapes: N atoms, M neighbours per atom, F atom features, B edge features (Gaussians), C crystals.
+A `state` is {parameter or buffer name: array}, named as the notebook's modules name them
+(`fc_full.weight`, `bn1.running_mean`, `convs.0.fc_full.bias`, ...); `prefix` selects one layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BN_EPS = 1e-5  # torch.nn.BatchNorm1d's default
+
+
+def softplus(a: np.ndarray) -> np.ndarray:
+    """log(1 + exp(a)), elementwise, without overflow."""
+    return np.logaddexp(0.0, a)
+
+
+def sigmoid(a: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-a)), elementwise, without overflow."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(a, dtype=np.float64)))
+
+
+def linear(state: dict, prefix: str, a: np.ndarray) -> np.ndarray:
+    """a @ W.T (+ b): (..., in) -> (..., out), W = state[prefix + 'weight'], b if the layer has one."""
+    out = np.asarray(a, dtype=np.float64) @ np.asarray(state[prefix + "weight"], dtype=np.float64).T
+    bias = state.get(prefix + "bias")
+    return out if bias is None else out + np.asarray(bias, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 1: the crystal graph
+# ---------------------------------------------------------------------------------------------
+
+def atom_features(structure, embedding: dict) -> np.ndarray:
+    """The element vector of each site, in site order: (N, 92)."""
+    return np.array([embedding[site.specie.Z] for site in structure], dtype=np.float64)
+
+
+def sorted_neighbours(structure, radius: float) -> list[list[tuple[float, int]]]:
+    """For each site, every neighbour within `radius` as (distance, index), sorted by both; by
+    pymatgen's per-site neighbour objects (not the array route of `get_neighbor_list`)."""
+    return [sorted((nb.nn_distance, nb.index) for nb in nbrs) for nbrs in structure.get_all_neighbors(radius)]
+
+
+def gaussian_centres(dmin: float, dmax: float, step: float) -> np.ndarray:
+    """The K = round((dmax - dmin) / step) + 1 centres dmin, dmin + step, ..., dmax: (K,)."""
+    return dmin + step * np.arange(int(round((dmax - dmin) / step)) + 1)
+
+
+def gaussian_expand(distances, dmin=0.0, dmax=8.0, step=0.2, var=None) -> np.ndarray:
+    """exp(-(d - mu_k)^2 / sigma^2), sigma = var or step: shape distances.shape + (K,)."""
+    sigma = step if var is None else var
+    d = np.asarray(distances, dtype=np.float64)[..., None]
+    return np.exp(-((d - gaussian_centres(dmin, dmax, step)) ** 2) / sigma ** 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 2: convolutions
+# ---------------------------------------------------------------------------------------------
+
+def shared_conv(state: dict, atom_fea, nbr_fea, nbr_idx, prefix: str = "") -> np.ndarray:
+    """Eq. 3: g(sum_j W_c [v_j, u_ij] + W_s v_i + b): (N, F), (N, M, B), (N, M) -> (N, F)."""
+    x = np.asarray(atom_fea, dtype=np.float64)
+    z = np.concatenate([x[nbr_idx], np.asarray(nbr_fea, dtype=np.float64)], axis=2)  # (N, M, F + B)
+    pre = linear(state, prefix + "fc_neighbor.", z).sum(axis=1) + linear(state, prefix + "fc_self.", x)
+    return softplus(pre)
+
+
+def batch_norm(state: dict, prefix: str, a: np.ndarray, train: bool) -> np.ndarray:
+    """BatchNorm1d on rows: (R, D) -> (R, D); batch mean and biased variance in train mode, the
+    running statistics in eval mode."""
+    if train:
+        mean, var = a.mean(axis=0), a.var(axis=0)
+    else:
+        mean, var = state[prefix + "running_mean"], state[prefix + "running_var"]
+    scale = np.asarray(state[prefix + "weight"], dtype=np.float64) / np.sqrt(np.asarray(var, dtype=np.float64) + BN_EPS)
+    return (a - np.asarray(mean, dtype=np.float64)) * scale + np.asarray(state[prefix + "bias"], dtype=np.float64)
+
+
+def gated_conv(state: dict, atom_fea, nbr_fea, nbr_idx, prefix: str = "", train: bool = False) -> np.ndarray:
+    """Eq. 4 with batch norm and residual: z_ij = [v_i, v_j, u_ij]; (f | s) = BN1(W z_ij + b);
+    v_i' = g(v_i + BN2(sum_j sigmoid(f) * g(s))): (N, F), (N, M, B), (N, M) -> (N, F)."""
+    x = np.asarray(atom_fea, dtype=np.float64)
+    n, m = np.shape(nbr_idx)
+    f = x.shape[1]
+    z = np.concatenate([np.repeat(x[:, None], m, axis=1), x[nbr_idx], np.asarray(nbr_fea, dtype=np.float64)], axis=2)
+    g = linear(state, prefix + "fc_full.", z).reshape(n * m, 2 * f)
+    g = batch_norm(state, prefix + "bn1.", g, train).reshape(n, m, 2 * f)
+    summed = (sigmoid(g[..., :f]) * softplus(g[..., f:])).sum(axis=1)
+    return softplus(x + batch_norm(state, prefix + "bn2.", summed, train))
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 3: pooling
+# ---------------------------------------------------------------------------------------------
+
+def _members(crystal_idx, n_crystals: int) -> list[np.ndarray]:
+    crystal_idx = np.asarray(crystal_idx)
+    return [np.flatnonzero(crystal_idx == c) for c in range(n_crystals)]
+
+
+def mean_pool(atom_fea, crystal_idx, n_crystals: int) -> np.ndarray:
+    """Mean of each crystal's rows (zeros for an empty crystal): (N, F), (N,) -> (C, F)."""
+    x = np.asarray(atom_fea, dtype=np.float64)
+    return np.stack([x[rows].mean(axis=0) if len(rows) else np.zeros(x.shape[1])
+                     for rows in _members(crystal_idx, n_crystals)])
+
+
+def max_pool(atom_fea, crystal_idx, n_crystals: int) -> np.ndarray:
+    """Featurewise maximum of each crystal's rows (zeros for an empty crystal): (N, F), (N,) -> (C, F)."""
+    x = np.asarray(atom_fea, dtype=np.float64)
+    return np.stack([x[rows].max(axis=0) if len(rows) else np.zeros(x.shape[1])
+                     for rows in _members(crystal_idx, n_crystals)])
+
+
+def mean_pool_grad(crystal_idx, n_crystals: int, n_features: int) -> np.ndarray:
+    """d sum(mean_pool) / d atom_fea: 1 / (atoms in the atom's crystal) everywhere in its row: (N, F)."""
+    counts = np.bincount(np.asarray(crystal_idx), minlength=n_crystals)
+    return np.repeat((1.0 / counts[np.asarray(crystal_idx)])[:, None], n_features, axis=1)
+
+
+def max_pool_grad(atom_fea, crystal_idx, n_crystals: int) -> np.ndarray:
+    """d sum(max_pool) / d atom_fea, for inputs without ties: 1 at each crystal's featurewise
+    argmax, 0 elsewhere: (N, F)."""
+    x = np.asarray(atom_fea, dtype=np.float64)
+    grad = np.zeros_like(x)
+    for rows in _members(crystal_idx, n_crystals):
+        if len(rows):
+            grad[rows[x[rows].argmax(axis=0)], np.arange(x.shape[1])] = 1.0
+    return grad
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 4: the network
+# ---------------------------------------------------------------------------------------------
+
+def cgcnn_head(state: dict, pooled) -> np.ndarray:
+    """fc_out(g(conv_to_fc(g(pooled)))): (C, F) -> (C,) predictions."""
+    hidden = softplus(linear(state, "conv_to_fc.", softplus(np.asarray(pooled, dtype=np.float64))))
+    return linear(state, "fc_out.", hidden).reshape(-1)
+
+
+def cgcnn_forward(state: dict[str, np.ndarray], atom_fea, nbr_fea, nbr_idx, crystal_idx, n_crystals,
+                  conv="gated", pool="mean") -> np.ndarray:
+    """The whole network in eval mode, from a state dict of the notebook's CGCNN (embedding.*,
+    convs.{k}.*, conv_to_fc.*, fc_out.*; as many layers as `convs.{k}` in it):
+    (N, 92), (N, M, B), (N, M), (N,), C -> (C,)."""
+    layer = {"gated": gated_conv, "shared": shared_conv, "none": None}[conv]
+    pooling = {"mean": mean_pool, "max": max_pool}[pool]
+    n_conv = len({name.split(".")[1] for name in state if name.startswith("convs.")})
+    if (layer is None) != (n_conv == 0):
+        raise ValueError(f"conv={conv!r} but the state has {n_conv} convolution layers")
+    v = linear(state, "embedding.", atom_fea)
+    for k in range(n_conv):
+        v = layer(state, v, nbr_fea, nbr_idx, prefix=f"convs.{k}.")
+    return cgcnn_head(state, pooling(v, crystal_idx, n_crystals))

@@ -1,0 +1,55 @@
+"""Every setting of grading, stated once: the time limits here, the points, thresholds and the
+released check cells in the `grading.json` that the build writes into the autograder zip (from the
+master notebook's question configs and assignment/calibration.json)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GRADESCOPE_TIMEOUT = 600  # s: Gradescope's default limit for a whole run, after which it scores 0
+SETTINGS_FILE = "grading.json"
+MAE_QUESTION = "q4b"  # the part scored by its test-set MAE, in tiers:
+MAE_TIERS = [  # (check, MAE limit as a factor of the full-credit threshold, points)
+    ("test_mae_within_twice_the_threshold", 2.0, 3),
+    ("test_mae_within_one_and_a_half_the_threshold", 1.5, 2),
+    ("test_mae_within_the_threshold", 1.0, 2),
+]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Time limits of a grading run, kept from outside the kernel (see execution.Watchdog).
+
+    Measured at half a CPU (Gradescope's default) with one torch thread: the solution's training cell
+    takes 78 s of CPU time, all its cells 92 s, the whole run 104 s. CPU time does not grow when other
+    work shares the machine, so a busy machine does not stop a cell that an idle one lets finish; the
+    wall-clock limits only catch cells that wait (a sleep, a lock) and keep the run inside Gradescope's
+    timeout: total_seconds + the grace after an interrupt + start-up and scoring < GRADESCOPE_TIMEOUT.
+    """
+
+    cell_cpu_seconds: float = 240  # CPU time of one notebook cell (the training cell: 78 s)
+    cell_wall_seconds: float = 360  # wall-clock time of one notebook cell
+    check_seconds: float = 60  # wall-clock time of one part's check (the solution's: under 2 s)
+    total_seconds: float = 480  # wall-clock time of all cells and checks together
+    threads: int = 1  # torch threads in the kernel: Gradescope's half CPU, and deterministic sums
+
+
+@dataclass(frozen=True)
+class Settings:
+    assignment: str  # the notebook metadata's otter assignment_name
+    points: dict[str, float]  # per part, in notebook order
+    check_cells: dict[str, str]  # part -> the released source of its check cell
+    skip_cells: list[str]  # released cells that grading does not run (the export cell)
+    mae_full: float  # 4b: full credit up to this test MAE (eV/atom), from calibration.json
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def load(cls, folder: Path) -> "Settings":
+        raw = json.loads((Path(folder) / SETTINGS_FILE).read_text())
+        return cls(**raw, limits=Limits())
+
+    def dump(self) -> str:
+        raw = {k: v for k, v in self.__dict__.items() if k != "limits"}
+        return json.dumps(raw, indent=1, sort_keys=True) + "\n"

@@ -1,0 +1,207 @@
+"""The half of grading that runs inside the submission's kernel: it calls the submission's code on
+the grader's inputs and hands back plain outputs. It holds nothing secret and decides nothing.
+
+The grader (package `cgcnn_grading`, in another process and under another user) runs the notebook,
+and at each part's check it runs one cell of its own, `cgcnn_kernel.probe('<requests as JSON>')`.
+This module answers every request with what the submission's code returned (or the exception it
+raised) and sends the answers back as one `display_data` output of type `MIME`: JSON, with arrays
+as `.npy` bytes. The grader loads those with `numpy.load(allow_pickle=False)`: nothing that crosses
+from the kernel to the grader is code. Expected values, comparisons and points are computed in the
+grader, from reference code this kernel cannot read; whatever this module (or a notebook that
+patches it) answers, a part scores only if the answers are right.
+
+A request is a dict with an `id` and an `op`:
+
+    call                 {"function": name, "args": [...], "kwargs": {...}, "grad_wrt": index or None}
+                         the submission's function; with grad_wrt, that argument (a tensor) requires
+                         a gradient and the answer is {"value": ..., "grad": d sum(value) / d arg}
+    module               {"class": name, "init": [...], "state": {name: array}, "mode": "eval"|"train",
+                         "inputs": [...]}  an instance with the given parameters and buffers (by name),
+                         called on `inputs` without gradients
+    cgcnn_stages         {"init_kwargs": {...}, "state": {...}, "inputs": [...], "embedded": array}
+                         CGCNN's output, the types of its layers, and the submission's own layers and
+                         pooling applied to `embedded` (part 4a tests the assembly of those)
+    heldout_predictions  {"structures": {id: CIF text}, "batch_size": int}  {"ids": [...],
+                         "predictions": [...]}: the trained `model`'s predictions (eV/atom) for crystals the notebook has never seen, featurised with
+                         the notebook's own atom_features, neighbor_list and gaussian_expand
+
+Values are JSON, with {"__ndarray__": base64 .npy} for arrays, {"__tensor__": ...} for inputs that
+are torch tensors, {"__structure__": Structure.as_dict()} for crystals and {"__global__": name} for a
+variable of the notebook (the element `embedding`); an answer that raised is {"__error__": text}.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+
+MIME = "application/vnd.cgcnn.probe+json"
+SETUP = "import cgcnn_kernel; cgcnn_kernel.setup()"  # the grader's first cell
+
+
+def setup() -> None:
+    """The kernel's settings for grading: one torch thread per CPU of its budget (a student's own
+    training loop included, not only cgcnn_utils.fit), and deterministic kernels."""
+    import torch
+    import cgcnn_utils
+    threads = int(os.environ.get("CGCNN_THREADS", "0")) or cgcnn_utils.cpu_budget()
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# Values across the boundary
+# ---------------------------------------------------------------------------------------------
+
+def encode_array(array) -> dict:
+    import numpy as np
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return {"__ndarray__": base64.b64encode(buffer.getvalue()).decode()}
+
+
+def decode_array(value: dict):
+    import numpy as np
+    return np.load(io.BytesIO(base64.b64decode(value["__ndarray__"])), allow_pickle=False)
+
+
+def encode(value):
+    """A value the submission returned, as JSON data (arrays and tensors as .npy bytes)."""
+    import numpy as np
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)  # JSON has no NaN or inf
+    if isinstance(value, np.generic):
+        return encode(value.item())
+    if isinstance(value, np.ndarray):
+        return encode_array(value) if value.dtype != object else {"__repr__": "array of objects"}
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        return encode_array(value.detach().cpu().numpy())
+    if isinstance(value, (list, tuple)):
+        return [encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): encode(v) for k, v in value.items()}
+    return {"__repr__": type(value).__name__}
+
+
+def decode(value, namespace: dict | None = None):
+    """An input from the grader: arrays, tensors, crystals and notebook variables made real."""
+    if isinstance(value, list):
+        return [decode(v, namespace) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__ndarray__" in value:
+        return decode_array(value)
+    if "__tensor__" in value:
+        import torch
+        return torch.from_numpy(decode_array(value["__tensor__"]).copy())
+    if "__structure__" in value:
+        from pymatgen.core import Structure
+        return Structure.from_dict(value["__structure__"])
+    if "__global__" in value:
+        return (namespace or {})[value["__global__"]]
+    return {k: decode(v, namespace) for k, v in value.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Operations
+# ---------------------------------------------------------------------------------------------
+
+def _call(ns, function, args=(), kwargs=None, grad_wrt=None):
+    args = decode(list(args), ns)
+    kwargs = decode(kwargs or {}, ns)
+    if grad_wrt is None:
+        return ns[function](*args, **kwargs)
+    args[grad_wrt] = args[grad_wrt].clone().requires_grad_(True)
+    value = ns[function](*args, **kwargs)
+    value.sum().backward()
+    return {"value": value, "grad": args[grad_wrt].grad}
+
+
+def _instance(ns, cls, init, init_kwargs, state, mode):
+    import torch
+    obj = ns[cls](*decode(list(init), ns), **decode(init_kwargs or {}, ns))
+    named = dict(obj.named_parameters()) | dict(obj.named_buffers())
+    missing = sorted(set(state) - set(named))
+    if missing:
+        raise KeyError(f"{cls} has no parameter or buffer {missing[0]!r}: keep the given __init__")
+    with torch.no_grad():
+        for name, array in state.items():
+            named[name].copy_(torch.as_tensor(decode(array)))
+    return obj.train(mode == "train")
+
+
+def _module(ns, cls, init=(), init_kwargs=None, state=None, mode="eval", inputs=()):
+    import torch
+    obj = _instance(ns, cls, init, init_kwargs, state or {}, mode)
+    with torch.no_grad():
+        return obj(*decode(list(inputs), ns))
+
+
+def _cgcnn_stages(ns, init_kwargs, state, inputs, embedded):
+    import torch
+    model = _instance(ns, "CGCNN", (), init_kwargs, state, "eval")
+    inputs = decode(list(inputs), ns)
+    pool = ns["max_pool" if init_kwargs.get("pool") == "max" else "mean_pool"]
+    with torch.no_grad():
+        output = model(*inputs)
+        v = decode(embedded)
+        for layer in model.convs:
+            v = layer(v, inputs[1], inputs[2])
+        pooled = pool(v, inputs[3], inputs[4])
+    return {"output": output, "conv_types": [type(layer).__name__ for layer in model.convs], "pooled": pooled}
+
+
+class _Structures:
+    """Crystals handed over by the grader, in the shape of cgcnn_utils.CrystalDataset."""
+
+    def __init__(self, cifs: dict[str, str]):
+        self.cifs = cifs
+
+    def structure(self, id_):
+        import warnings
+        from pymatgen.core import Structure
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Structure.from_str(self.cifs[id_], fmt="cif")
+
+
+def _heldout_predictions(ns, structures, batch_size=256):
+    import numpy as np
+    import cgcnn_utils
+    ids = sorted(structures)
+    graphs = cgcnn_utils.build_graphs(_Structures(structures), ids, ns["embedding"], ns["atom_features"],
+                                      ns["neighbor_list"], ns["RADIUS"], ns["MAX_NUM_NBR"], progress=False)
+    batches = cgcnn_utils.make_batches(graphs, {}, ids, ns["gaussian_expand"], batch_size)
+    predictions = cgcnn_utils.predict(ns["model"], batches, ns["normalizer"])
+    return {"ids": list(predictions), "predictions": np.array([predictions[i] for i in predictions], dtype=float)}
+
+
+OPERATIONS = {"call": _call, "module": _module, "cgcnn_stages": _cgcnn_stages,
+              "heldout_predictions": _heldout_predictions}
+
+
+def answer(namespace: dict, requests: list[dict]) -> dict:
+    """{request id: encoded answer}: what the submission's code returned, or the error it raised."""
+    answers = {}
+    for request in requests:
+        args = {k: v for k, v in request.items() if k not in ("id", "op")}
+        try:
+            answers[request["id"]] = encode(OPERATIONS[request["op"]](namespace, **args))
+        except BaseException as err:  # noqa: BLE001 - any failure of the submission's code is an answer
+            if isinstance(err, KeyboardInterrupt):
+                raise  # the grader's time limit: the cell must stop
+            answers[request["id"]] = {"__error__": f"{type(err).__name__}: {err}"}
+    return answers
+
+
+def probe(requests_json: str) -> None:
+    """Answer the grader's requests in the notebook's namespace; the answers are this cell's output."""
+    from IPython import get_ipython
+    from IPython.display import display
+    spec = json.loads(requests_json)
+    answers = answer(get_ipython().user_ns, spec["requests"])
+    display({MIME: {"probe": spec["probe"], "answers": answers}}, raw=True)

@@ -1,0 +1,227 @@
+"""The grader's checks of parts 1a to 4a (assignment/cgcnn_grading/checks.py), in-process in seconds:
+each check's requests answered by the kernel half (cgcnn_kernel.answer) in a namespace built from the
+master notebook's definitions, passed through JSON as on the wire, and judged."""
+
+import json
+import re
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+from otter.assign.solutions import replace_solutions
+
+import cgcnn_kernel
+import cgcnn_utils
+from cgcnn_grading import checks as checks_module, reference
+from conftest import ASSIGNMENT
+
+NB = ASSIGNMENT / "cgcnn_perovskites.ipynb"
+PARTS = ("q1a", "q1b", "q1c", "q2a", "q2b", "q3", "q4a")
+SAFETY_NET = "the answer could not be checked"  # checks.py's message for a judge that crashed
+EMBEDDING = cgcnn_utils.load_embedding()
+CHECKS = checks_module.checks(EMBEDDING)
+# The checks in order; "*" marks a hidden one (the master notebook keeps only the public tests).
+EXPECTED = {"q1a": "test_srtio3 test_other_crystals*", "q1b": "test_srtio3_shells test_padding test_against_reference*",
+            "q1c": "test_defaults test_other_grids*", "q2a": "test_shape_and_symmetry test_values*",
+            "q2b": "test_shape_and_symmetry test_values*", "q3": "test_small_example test_random_batches*",
+            "q4a": "test_shape_and_invariance test_values*"}
+
+
+def _namespace(stub: bool = False, replace=()) -> dict:
+    """The notebook's definition cells run as one source, after the text replacements `replace`."""
+    cells = nbformat.read(NB, as_version=4).cells
+    source = "\n\n\n".join(c.source for c in cells if c.cell_type == "code" and c.source.startswith(("def ", "class ")))
+    for old, new in replace:
+        assert source.count(old) == 1, f"variant text not found (once) in the solution: {old!r}"
+        source = source.replace(old, new)
+    if stub:
+        source = "\n".join(replace_solutions(source.split("\n"), "python"))
+    namespace = {"np": np, "torch": torch, "nn": torch.nn, "embedding": cgcnn_utils.load_embedding()}
+    exec(source, namespace)
+    return namespace
+
+
+def _failures(namespace: dict, parts=PARTS) -> dict:
+    """{(question, check name): message, or None if it passed}; the answers go through JSON as on the wire."""
+    out = {}
+    for check in (c for c in CHECKS if c.question in parts):
+        wire = json.loads(json.dumps(cgcnn_kernel.answer(namespace, check.requests)))
+        try:
+            check.judge(checks_module.Answers(wire))
+            out[check.question, check.name] = None
+        except AssertionError as err:
+            out[check.question, check.name] = str(err)
+    return out
+
+
+def _notebook_public_tests() -> list:
+    """(question, test name) of the master notebook's public tests of parts 1a to 4a, in order."""
+    out, question = [], None
+    for cell in nbformat.read(NB, as_version=4).cells:
+        if cell.cell_type == "raw" and cell.source.startswith("# BEGIN QUESTION"):
+            question = re.search(r"name: (\w+)", cell.source).group(1)
+        elif cell.source.startswith('""" # BEGIN TEST CONFIG') and "hidden: false" in cell.source and question in PARTS:
+            out.append((question, re.search(r"def (test_\w+)", cell.source).group(1)))
+    return out
+
+
+def _early_return(before: str, body: str) -> tuple:
+    """A replacement that makes the function return `body` just before the solution line `before`."""
+    return before, f"{before[:len(before) - len(before.lstrip())]}return {body}\n{before}"
+
+
+SCATTER_MAX = "    out = torch.zeros(n_crystals, atom_fea.shape[1], dtype=atom_fea.dtype)\n"
+INDEX_ADD = "    summed = torch.zeros(n_crystals"
+SHARED_RETURN = "        return self.softplus(summed + self.fc_self(atom_fea))"
+HEAD = ("        hidden = self.softplus(self.conv_to_fc(self.softplus(crystal)))\n"
+        "        return self.fc_out(hidden).squeeze(-1)")
+LOOP_MEAN = "torch.stack([atom_fea[crystal_idx == c].mean(0) for c in range(n_crystals)])"
+LOOP_MAX = "torch.stack([atom_fea[crystal_idx == c].max(0).values for c in range(n_crystals)])"
+
+# (part, what is wrong, a failure message of that part it must give, the replacement in the solution)
+WRONG = [
+    ("q1a", "rows in composition order", "order of the sites", (
+        "embedding[site.specie.Z] for site in structure]",
+        "embedding[el.Z] for el, k in structure.composition.items() for _ in range(int(k))]")),
+    ("q1a", "float64 rows", "expected float32", ("structure]).astype(np.float32)", "structure]).astype(float)")),
+    ("q1b", "unsorted", "sorted|distances", ('mine[np.argsort(dists[mine], kind="stable")]', "mine")),
+    ("q1b", "padding to atom 0", "padding must point", (
+        "np.repeat(np.arange(n)[:, None], max_num_nbr, axis=1)", "np.zeros((n, max_num_nbr), int)")),
+    ("q1b", "padding distance radius", "padding distance", ("max_num_nbr), radius + 1.0)", "max_num_nbr), radius)")),
+    ("q1c", "/ var instead of / var**2", r"exp\(-1\)", ("/ var ** 2)", "/ var)")),
+    ("q1c", "centres ignoring dmin", "values differ for grid", ("centres = dmin + step *", "centres = step *")),
+    ("q1c", "int() for K", r"grid 0\.0\.\.0\.7 step 0\.1: shape",
+     ("round((dmax - dmin) / step)", "int((dmax - dmin) / step)")),
+    ("q2a", "no self term", "Eq. 3", (SHARED_RETURN, "        return self.softplus(summed)")),
+    ("q2a", "no softplus", "Eq. 3", (SHARED_RETURN, "        return summed + self.fc_self(atom_fea)")),
+    ("q2b", "no residual", "Eq. 4", ("softplus2(atom_fea + self.bn2(summed))", "softplus2(self.bn2(summed))")),
+    ("q2b", "filter and core halves swapped", "Eq. 4", ("nbr_filter, nbr_core =", "nbr_core, nbr_filter =")),
+    ("q2b", "no sigmoid", "Eq. 4", ("self.sigmoid(nbr_filter) *", "nbr_filter *")),
+    ("q2b", "concatenation neighbour, centre, edge", "Eq. 4", ("w_centre, w_nbr, w_edge", "w_nbr, w_centre, w_edge")),
+    ("q3", "max over the whole batch", "max pooling",
+     _early_return(SCATTER_MAX, "atom_fea.max(0).values.expand(n_crystals, -1)")),
+    ("q3", "include_self=True", "max pooling gave", ("include_self=False", "include_self=True")),
+    ("q3", "max pool in numpy, without gradient", "gradients must flow through max pooling", _early_return(
+        SCATTER_MAX, "torch.from_numpy(np.stack([atom_fea.detach().numpy()[crystal_idx.numpy() == c].max(0) "
+                     "for c in range(n_crystals)]))")),
+    ("q3", "mean pool assuming sorted crystal_idx", "mean pooling is wrong on a batch", _early_return(
+        INDEX_ADD, "torch.stack([t.mean(0) for t in atom_fea.split(torch.bincount(crystal_idx).tolist())])")),
+    ("q3", "mean pool with a zero gradient", "gradient of mean pooling", (
+        "return summed / counts[:, None]", "return (summed / counts[:, None]).detach() + 0 * summed")),
+    ("q4a", "head without the first softplus", "differ from the recipe", (
+        "self.conv_to_fc(self.softplus(crystal))", "self.conv_to_fc(crystal)")),
+    ("q4a", "pool option ignored", "conv=shared, pool=max: predictions differ", (
+        'self.pool = {"mean": mean_pool, "max": max_pool}[pool]', "self.pool = mean_pool")),
+]
+
+# Other correct solutions, as replacements in the solution: every check must pass.
+CORRECT = {
+    "q1a loops in float64, cast back": [(
+        "np.stack([embedding[site.specie.Z] for site in structure]).astype(np.float32)",
+        "np.array([[float(v) for v in embedding[site.specie.Z]] for site in structure]).astype(np.float32)")],
+    "q1b ties in reverse index order": [(
+        'np.argsort(dists[mine], kind="stable")', "np.lexsort((-points[mine], np.round(dists[mine], 9)))")],
+    "q1c float32 result": [("/ var ** 2)", "/ var ** 2).astype(np.float32)")],
+    "q2a loops in float64, cast back": [(SHARED_RETURN, (
+        "        w = self.fc_neighbor.weight.double()\n"
+        "        loops = torch.stack([sum(w @ torch.cat([atom_fea[j].double(), nbr_fea[i, k].double()])\n"
+        "                                 for k, j in enumerate(nbr_idx[i].tolist())) for i in range(len(atom_fea))])\n"
+        "        return self.softplus(loops.float() + self.fc_self(atom_fea))"))],
+    "q2b literal concatenation": [(
+        "gated = centre[:, None, :] + gathered + nbr_fea @ w_edge.T",
+        "gated = self.fc_full(torch.cat([atom_fea[:, None].expand(n, m, f), atom_fea[nbr_idx], nbr_fea], 2))")],
+    "q3 loops": [_early_return(INDEX_ADD, LOOP_MEAN), _early_return(SCATTER_MAX, LOOP_MAX)],
+    "q3 mean in float64, cast back": [(
+        "return summed / counts[:, None]", "return (summed.double() / counts.double()[:, None]).to(atom_fea.dtype)")],
+    "q4a head in float64, cast back": [(HEAD, (
+        "        lin = lambda layer, a: nn.functional.linear(a, layer.weight.double(), layer.bias.double())\n"
+        "        hidden = nn.functional.softplus(lin(self.conv_to_fc, nn.functional.softplus(crystal.double())))\n"
+        "        return lin(self.fc_out, hidden).float().reshape(-1)"))],
+}
+
+
+def test_checks_are_the_tests_of_parts_1a_to_4a_in_the_notebook_order():
+    want = [(q, name.rstrip("*"), name.endswith("*")) for q, names in EXPECTED.items() for name in names.split()]
+    assert [(c.question, c.name, c.hidden) for c in CHECKS] == want
+    assert [(q, name) for q, name, hidden in want if not hidden] == _notebook_public_tests()
+    assert all(c.summary for c in CHECKS if c.hidden), "every hidden check needs a summary"
+    for part in PARTS:
+        ids = [r["id"] for c in CHECKS if c.question == part for r in c.requests]
+        assert len(ids) == len(set(ids)), f"{part}: request ids repeat"
+
+
+def test_every_check_passes_on_the_solution():
+    assert not {k: v for k, v in _failures(_namespace()).items() if v is not None}
+
+
+def test_every_check_fails_on_the_released_stubs_with_a_clean_message():
+    results = _failures(_namespace(stub=True))
+    assert all(results.values()), f"checks the stubs pass: {[k for k, v in results.items() if v is None]}"
+    assert not [k for k, v in results.items() if v.startswith(SAFETY_NET)], "a judge crashed on a stub's answer"
+
+
+MALFORMED = [None, 3, "text", [1, 2], [None, None], {"__repr__": "Foo"}, {"__error__": "Error: x"},
+             {"value": None, "conv_types": 5}, np.full((2, 2), np.nan), np.zeros((5, 12), int)]
+
+
+@pytest.mark.parametrize("value", MALFORMED, ids=repr)
+def test_judges_turn_any_malformed_answer_into_a_clean_assertion(value):
+    wire = value if isinstance(value, dict) else cgcnn_kernel.encode(value)
+    for check in CHECKS:
+        with pytest.raises(AssertionError) as failure:
+            check.judge(checks_module.Answers({r["id"]: wire for r in check.requests}))
+        assert str(failure.value) and not str(failure.value).startswith(SAFETY_NET), check.name
+        if value is None and check.name == "test_srtio3":  # a stub that returns None
+            assert "expected one row of 92 features per atom, shape (5, 92); got ()" in str(failure.value)
+
+
+def test_the_catalogue_has_two_wrong_variants_of_every_part():
+    assert all(sum(part == w[0] for w in WRONG) >= 2 for part in PARTS)
+
+
+@pytest.mark.parametrize("part, label, pattern, replace", WRONG, ids=[f"{w[0]}: {w[1]}" for w in WRONG])
+def test_a_wrong_variant_fails_a_check_of_its_part(part, label, pattern, replace):
+    messages = [m for m in _failures(_namespace(replace=[replace]), parts=(part,)).values() if m is not None]
+    assert messages, f"{label}: every check of {part} passes"
+    assert any(re.search(pattern, m) for m in messages), f"{label}: {messages}"
+    assert not [m for m in messages if m.startswith(SAFETY_NET)], messages
+
+
+@pytest.mark.parametrize("label", CORRECT)
+def test_an_alternative_correct_solution_passes_every_check(label):
+    assert not {k: v for k, v in _failures(_namespace(replace=CORRECT[label])).items() if v is not None}
+
+
+def test_checks_are_deterministic_and_leave_the_global_random_states_alone():
+    torch_state, numpy_state = torch.random.get_rng_state(), np.random.get_state()[1].copy()
+    first, second = (json.dumps([c.requests for c in checks_module.checks(EMBEDDING)], sort_keys=True) for _ in "12")
+    assert first == second
+    assert torch.equal(torch_state, torch.random.get_rng_state())
+    assert np.array_equal(numpy_state, np.random.get_state()[1])
+
+
+def test_module_states_name_exactly_the_weights_and_running_statistics_of_the_given_init():
+    namespace = _namespace()
+    for request in (r for c in CHECKS for r in c.requests if r["op"] in ("module", "cgcnn_stages")):
+        obj = namespace[request.get("cls", "CGCNN")](*request.get("init", ()), **request["init_kwargs"])
+        want = {k: tuple(v.shape) for k, v in [*obj.named_parameters(), *obj.named_buffers()]
+                if not k.endswith("num_batches_tracked")}  # 0-d and never read: see checks._batch_norm_shapes
+        assert {k: cgcnn_kernel.decode_array(v).shape for k, v in request["state"].items()} == want, request["id"]
+
+
+@pytest.mark.parametrize("conv, pool", [("gated", "mean"), ("shared", "max"), ("none", "max")])
+def test_the_reference_network_matches_the_solution_in_eval_mode(conv, pool):
+    rng = np.random.default_rng(0)
+    model = _namespace()["CGCNN"](nbr_fea_len=7, atom_fea_len=6, n_conv=2, h_fea_len=5, conv=conv, pool=pool)
+    model = model.double().eval()
+    state = {}
+    with torch.no_grad():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            w = rng.normal(0, 0.5, tuple(t.shape))
+            t.copy_(torch.as_tensor(0.5 + np.abs(w) if "running_var" in name else w))
+            state[name] = t.numpy().copy()
+        c, idx = np.array([0, 1, 0, 2, 1, 1]), rng.integers(0, 6, (6, 3))
+        x, e = rng.normal(size=(6, 92)), rng.uniform(size=(6, 3, 7))
+        want = model(*(torch.tensor(a) for a in (x, e, idx, c)), 3).numpy()
+    assert np.abs(reference.cgcnn_forward(state, x, e, idx, c, 3, conv=conv, pool=pool) - want).max() < 1e-6
