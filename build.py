@@ -38,6 +38,8 @@ HELDOUT = "heldout.json"  # the held-out crystals and their labels: only in the 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # zip entry times: the same commit builds the same bytes
 DATA_FILES = ["id_prop.csv", "split.csv", "metadata.csv", "atom_init.json"]
 ZIP_NAME = f"{NAME}-autograder.zip"
+AUTOGRADER_ZIP = ROOT / "autograder" / ZIP_NAME
+NB_NAME = f"{NAME}.ipynb"
 CALIBRATION_SEEDS = [0, 1, 2]
 MARGIN = 1.5  # full credit up to 1.5 times the worst solution seed's test MAE
 
@@ -177,9 +179,12 @@ def protect_repository() -> None:
         print(f"closed {ROOT} to other users (chmod o-rwx): submissions are graded as another user")
 
 
-def grade(zip_path: Path, submission: Path, out: Path | None = None) -> dict:
+def grade(zip_path: Path, submission: Path, out: Path | None = None, prefix: list[str] = (),
+          timeout: float = 1800) -> dict:
     """Grade one submission (.ipynb, .zip or a folder) with the autograder zip, as Gradescope does: the
-    zip's entry point in Gradescope's layout, in a private temporary folder; return results.json."""
+    zip's entry point in Gradescope's layout (the zip unpacked into source/, the upload into
+    submission/), in a private temporary folder; return results.json. `prefix` wraps the command (for
+    example `["taskset", "-c", "0"]`); a run longer than `timeout` raises subprocess.TimeoutExpired."""
     protect_repository()
     with tempfile.TemporaryDirectory(prefix="cgcnn-grade-") as tmp:
         root = Path(tmp)
@@ -195,8 +200,8 @@ def grade(zip_path: Path, submission: Path, out: Path | None = None) -> dict:
             upload.mkdir()
             shutil.copy(submission, upload)
         (root / "submission_metadata.json").write_text("{}")
-        done = subprocess.run([sys.executable, str(root / "source" / "run_otter.py"), str(root), str(ROOT)],
-                              cwd=root / "source", capture_output=True, text=True, timeout=1800)
+        done = subprocess.run([*prefix, sys.executable, str(root / "source" / "run_otter.py"), str(root), str(ROOT)],
+                              cwd=root / "source", capture_output=True, text=True, timeout=timeout)
         results = root / "results" / "results.json"
         if not results.is_file():
             why = (done.stderr.strip().splitlines() or ["no error message"])[-1]
@@ -205,6 +210,11 @@ def grade(zip_path: Path, submission: Path, out: Path | None = None) -> dict:
             out.mkdir(parents=True, exist_ok=True)
             shutil.copy(results, out / "results.json")
         return json.loads(results.read_text())
+
+
+def scores(results: dict) -> dict[str, float]:
+    """{part: score} from a results.json."""
+    return {t["name"]: t.get("score", 0) for t in results.get("tests", []) if "max_score" in t}
 
 
 def question_points(nb) -> dict[str, float]:
@@ -339,7 +349,7 @@ wrote
 def grade_folder(folder: Path, csv_path: Path) -> list[dict]:
     """Grade every submission (.zip or .ipynb) in `folder` with the released autograder, each as
     Gradescope grades it; write one CSV row per submission, with a note when it has no results."""
-    zip_path = ROOT / "autograder" / ZIP_NAME
+    zip_path = AUTOGRADER_ZIP
     if not zip_path.is_file():
         raise BuildError(f"{zip_path.relative_to(ROOT)} not found: run `python build.py` first")
     submissions = sorted(p for p in Path(folder).iterdir() if p.suffix in (".zip", ".ipynb"))

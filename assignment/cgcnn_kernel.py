@@ -15,15 +15,16 @@ A request is a dict with an `id` and an `op`:
     call                 {"function": name, "args": [...], "kwargs": {...}, "grad_wrt": index or None}
                          the submission's function; with grad_wrt, that argument (a tensor) requires
                          a gradient and the answer is {"value": ..., "grad": d sum(value) / d arg}
-    module               {"class": name, "init": [...], "state": {name: array}, "mode": "eval"|"train",
+    module               {"cls": name, "init": [...], "state": {name: array}, "mode": "eval"|"train",
                          "inputs": [...]}  an instance with the given parameters and buffers (by name),
                          called on `inputs` without gradients
     cgcnn_stages         {"init_kwargs": {...}, "state": {...}, "inputs": [...], "embedded": array}
                          CGCNN's output, the types of its layers, and the submission's own layers and
                          pooling applied to `embedded` (part 4a tests the assembly of those)
-    heldout_predictions  {"structures": {id: CIF text}, "batch_size": int}  {"ids": [...],
-                         "predictions": [...]}: the trained `model`'s predictions (eV/atom) for crystals the notebook has never seen, featurised with
-                         the notebook's own atom_features, neighbor_list and gaussian_expand
+    heldout_predictions  {"structures": {id: CIF text}, "batch_size": int}  the trained `model`'s
+                         predictions (eV/atom) for crystals the notebook has never seen, featurised with
+                         the notebook's own atom_features, neighbor_list and gaussian_expand, with the
+                         model's parameters and its input batches (the grader recomputes them)
 
 Values are JSON, with {"__ndarray__": base64 .npy} for arrays, {"__tensor__": ...} for inputs that
 are torch tensors, {"__structure__": Structure.as_dict()} for crystals and {"__global__": name} for a
@@ -58,7 +59,7 @@ def setup() -> None:
 def encode_array(array) -> dict:
     import numpy as np
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    np.save(buffer, np.asarray(array), allow_pickle=False)
     return {"__ndarray__": base64.b64encode(buffer.getvalue()).decode()}
 
 
@@ -170,14 +171,20 @@ class _Structures:
 
 
 def _heldout_predictions(ns, structures, batch_size=256):
-    import numpy as np
     import cgcnn_utils
-    ids = sorted(structures)
+    ids = list(structures)
     graphs = cgcnn_utils.build_graphs(_Structures(structures), ids, ns["embedding"], ns["atom_features"],
                                       ns["neighbor_list"], ns["RADIUS"], ns["MAX_NUM_NBR"], progress=False)
     batches = cgcnn_utils.make_batches(graphs, {}, ids, ns["gaussian_expand"], batch_size)
-    predictions = cgcnn_utils.predict(ns["model"], batches, ns["normalizer"])
-    return {"ids": list(predictions), "predictions": np.array([predictions[i] for i in predictions], dtype=float)}
+    model, normalizer = ns["model"], ns["normalizer"]
+    predictions = cgcnn_utils.predict(model, batches, normalizer)
+    return {"ids": list(predictions), "predictions": [predictions[i] for i in predictions],
+            # what the grader needs to recompute the predictions from the network's parameters
+            "state": {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")},
+            "pool": getattr(getattr(model, "pool", None), "__name__", None),
+            "normalizer": [normalizer.mean, normalizer.std],
+            "batches": [{"ids": b.ids, "atom_fea": b.atom_fea, "nbr_fea": b.nbr_fea, "nbr_idx": b.nbr_idx,
+                         "crystal_idx": b.crystal_idx, "n_crystals": b.n_crystals} for b in batches]}
 
 
 OPERATIONS = {"call": _call, "module": _module, "cgcnn_stages": _cgcnn_stages,

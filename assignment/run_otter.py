@@ -1,5 +1,9 @@
 """Gradescope's entry point (it replaces the one otter assign writes): grade /autograder/submission
-with the isolated grader of `cgcnn_grading` and write /autograder/results/results.json, always."""
+with the isolated grader of `cgcnn_grading` and write /autograder/results/results.json, always.
+
+    python run_otter.py [ROOT [PRIVATE...]]   ROOT defaults to /autograder; PRIVATE are more paths the
+                                              submission must not be able to read (local grading)
+"""
 
 import json
 import sys
@@ -15,4 +19,4 @@ if __name__ == "__main__":
             f"The autograder could not start ({err}): tell the course staff to check Gradescope's image "
             "build log.")}))
         sys.exit(0)
-    sys.exit(main(root))
+    sys.exit(main(root, [Path(p) for p in sys.argv[2:]]))

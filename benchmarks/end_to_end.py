@@ -1,17 +1,26 @@
-"""Wall time and peak memory of what users wait for: the solution notebook, one grading run.
+"""CPU time and peak memory of what users wait for: the solution notebook, one grading run.
 
-    python build.py && python benchmarks/end_to_end.py
+    python build.py && python -m benchmarks.end_to_end [--only graded|whole|grading]      (from the repository root)
 
-Prints, for the solution notebook run top to bottom in a copy of the student release: the graded path
-(the cells the autograder runs) and the whole notebook (with the experiments of Part 5); and for one
-`otter run` of the solution with the autograder zip: wall time and peak resident memory summed over
-every process of the run (sampled every 50 ms from /proc). The budgets are 120 s for the notebook and
-700 MB for a grading run (Gradescope's default container has 768 MB).
+Measures the releases that `python build.py` wrote: the solution notebook run top to bottom (with
+build.execute, one torch thread, as graded) in a copy of the student release, first the graded path
+(without the cells tagged otter_ignore, which the autograder skips: Parts 5 to 7) and then the whole
+notebook; and one grading run of the solution with the autograder zip exactly as Gradescope runs it
+(build.grade: the zip's entry point, Gradescope's folder layout, the kernel as the grading user). For
+each: the CPU time (user + system of every process of the run, from getrusage(RUSAGE_CHILDREN)
+before and after: on an idle core the wall time, and unlike wall time not inflated by other jobs),
+the peak memory summed over the run's processes (PSS and RSS, sampled every 50 ms from /proc), and
+ratios against the graded path, the baseline run in this process. Wall times are printed for
+information only. Budgets: 120 CPU seconds for the notebook's graded path, 700 MB PSS for a grading
+run (Gradescope's default container has 768 MB; see benchmarks/gradescope_limits.py for runs under
+real limits). About 7 CPU minutes in all; --only runs one of the three.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -20,11 +29,19 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import build  # noqa: E402
+import build
 
-NB = f"{build.NAME}.ipynb"
+ROOT = Path(build.__file__).resolve().parent
+NB = build.NB_NAME
+NOTEBOOK_BUDGET_CPU = 120.0  # CPU seconds for the graded path of the solution notebook
+GRADING_BUDGET_MB = 700  # peak PSS of a grading run
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of every child process that ended and was waited for (with their own
+    waited-for descendants): the difference around a subprocess is that subprocess's CPU time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def descendants(pid: int) -> list[int]:
@@ -101,39 +118,83 @@ class PeakMemory:
         self._thread.join()
 
 
-def run_measured(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float, int]:
-    """Run a command; return (wall seconds, peak RSS in MB over its process tree, exit code)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def run_measured(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
+    """Run a command; return its CPU seconds (getrusage delta), wall seconds, peak PSS and RSS (MB)
+    over its process tree, and exit code."""
+    cpu, wall = children_cpu_seconds(), time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     with PeakMemory(lambda: descendants(proc.pid)) as peak:
-        proc.wait()
-    return time.perf_counter() - start, peak.rss, proc.returncode
+        _, err = proc.communicate()
+    return {"cpu": children_cpu_seconds() - cpu, "wall": time.perf_counter() - wall, "pss": peak.pss, "rss": peak.rss,
+            "code": proc.returncode, "error": (err.strip().splitlines() or [""])[-1]}
+
+
+def graded_path(source: Path, dest: Path) -> None:
+    """The notebook without the cells the autograder skips (tagged otter_ignore)."""
+    import nbformat
+    nb = nbformat.read(source, as_version=4)
+    nb.cells = [c for c in nb.cells if "otter_ignore" not in c.metadata.get("tags", [])]
+    nbformat.write(nb, dest)
+
+
+def grading_run(solution: Path) -> dict:
+    """One build.grade of `solution` with the released zip, measured like run_measured."""
+    me = os.getpid()
+    cpu, wall = children_cpu_seconds(), time.perf_counter()
+    results, error = None, ""
+    with PeakMemory(lambda: [p for p in descendants(me) if p != me]) as peak:
+        try:
+            results = build.grade(build.AUTOGRADER_ZIP, solution)
+        except (build.BuildError, subprocess.TimeoutExpired) as err:
+            error = str(err)
+    return {"cpu": children_cpu_seconds() - cpu, "wall": time.perf_counter() - wall, "pss": peak.pss,
+            "rss": peak.rss, "results": results, "error": error}
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=["graded", "whole", "grading"], help="one of the three runs")
+    parser.add_argument("--execute", type=Path, help=argparse.SUPPRESS)  # internal: run one notebook
+    args = parser.parse_args()
+    if args.execute:
+        build.execute(args.execute)
+        return
     solution = ROOT / "solutions" / f"{build.NAME}_solution.ipynb"
-    zip_path = ROOT / "autograder" / build.ZIP_NAME
-    if not solution.is_file() or not zip_path.is_file():
+    if not solution.is_file() or not build.AUTOGRADER_ZIP.is_file():
         sys.exit("run `python build.py` first: the benchmark measures its releases")
+    runs = {}
     with tempfile.TemporaryDirectory(prefix="cgcnn-bench-") as tmp:
-        work = Path(tmp) / "student"
-        shutil.copytree(ROOT / "student", work)
-        shutil.copy(solution, work / NB)
-        runner = ("import sys; sys.path.insert(0, %r); import build; from pathlib import Path; "
-                  "build.execute(Path(%r), graded_only=%s)")
-        for label, graded in [("graded path", True), ("whole notebook", False)]:
-            wall, peak, code = run_measured([sys.executable, "-c", runner % (str(ROOT), str(work / NB), graded)], work)
-            print(f"solution notebook, {label:>14}: {wall:6.1f} s, peak {peak:6.0f} MB (exit {code})")
-        out = Path(tmp) / "grade"
-        out.mkdir()
-        wall, peak, code = run_measured([sys.executable, "-m", "otter", "run", "-a", str(zip_path), "-o", str(out),
-                                         str(work / NB)], Path(tmp), env=build.plugin_env(zip_path.parent))
-        score = "no results.json"
-        if (out / "results.json").is_file():
-            import json
-            res = json.loads((out / "results.json").read_text())
-            score = f"score {sum(t.get('score', 0) for t in res['tests'])}/{sum(t.get('max_score', 0) for t in res['tests'])}"
-        print(f"one grading run (otter run)       : {wall:6.1f} s, peak {peak:6.0f} MB, {score}")
+        for label in ("graded", "whole"):
+            if args.only in (None, label):
+                work = Path(tmp) / label
+                shutil.copytree(ROOT / "student", work)
+                if label == "graded":
+                    graded_path(solution, work / NB)
+                else:
+                    shutil.copy(solution, work / NB)
+                runs[label] = run_measured([sys.executable, "-m", "benchmarks.end_to_end", "--execute", str(work / NB)],
+                                           ROOT)
+        if args.only in (None, "grading"):
+            runs["grading"] = grading_run(solution)
+    names = {"graded": "solution notebook, graded path", "whole": "solution notebook, whole",
+             "grading": "one grading run (build.grade)"}
+    base = runs.get("graded")
+    print("CPU seconds: user + system of every process of the run; wall for information only")
+    for label, r in runs.items():
+        if label == "grading":
+            res = r["results"]
+            extra = (res or {}).get("extra_data", {})
+            what = (f"score {sum(build.scores(res).values()):g}" + (f", test MAE {extra['test_mae']:.3f} eV/atom"
+                                                                    if "test_mae" in extra else "")
+                    if res else f"no results ({r['error'][:100]})")
+            budget = f"PSS budget {GRADING_BUDGET_MB} MB: {'within' if r['pss'] <= GRADING_BUDGET_MB else 'OVER'}"
+        else:
+            what = f"exit {r['code']}" + (f" ({r['error'][:100]})" if r["code"] else "")
+            budget = (f"CPU budget {NOTEBOOK_BUDGET_CPU:.0f} s: {'within' if r['cpu'] <= NOTEBOOK_BUDGET_CPU else 'OVER'}"
+                      if label == "graded" else "")
+        ratio = f", {r['cpu'] / base['cpu']:.2f}x the graded path's CPU" if base and label != "graded" else ""
+        print(f"  {names[label]:<31} {r['cpu']:6.1f} s CPU{ratio}, {r['wall']:6.1f} s wall, peak PSS {r['pss']:5.0f} MB "
+              f"(RSS {r['rss']:5.0f} MB); {what}" + (f"; {budget}" if budget else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 Gradescope's default container has half a CPU and 768 MB of memory, a 10-minute timeout (40 at
 most), and kills the run ("Killed" in its log) when memory runs out; a run that writes no
 results.json scores 0. This script grades the executed solution notebook with the released autograder
-zip exactly as Gradescope runs it (`tests/harness.py: gradescope_run`: the zip unpacked into
+zip exactly as Gradescope runs it (`build.grade`: the zip unpacked into
 root/source, the submission into root/submission, `python root/source/run_otter.py root`) in six
 configurations:
 
@@ -43,10 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
-import build  # noqa: E402
-import harness  # noqa: E402
-from end_to_end import PeakMemory, descendants  # noqa: E402
+import build
+from benchmarks.end_to_end import PeakMemory, descendants
 
 MB = 1024 * 1024
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -174,7 +172,7 @@ class Measurement:
 
     @property
     def score(self) -> float:
-        return sum(harness.scores(self.results).values()) if self.results else 0.0
+        return sum(build.scores(self.results).values()) if self.results else 0.0
 
     def line(self) -> str:
         cg = f"{self.cgroup_peak_mb:5.0f} MB" if self.cgroup_peak_mb is not None else "   n/a  "
@@ -186,7 +184,7 @@ class Measurement:
 
 def measure(submission: Path, root: Path, label: str = "", cpus: str | None = None,
             limit_mb: int | None = None, cpu_share: float | None = None, threads: int | None = None,
-            zip_path: Path = harness.AUTOGRADER_ZIP, timeout: float = 1800) -> Measurement:
+            zip_path: Path = build.AUTOGRADER_ZIP, timeout: float = 1800) -> Measurement:
     """Grade `submission` with `harness.gradescope_run` in `root`, pinned to `cpus` (taskset) and,
     when cgroups can be made here, in a memory cgroup limited to `limit_mb` (None: unlimited, which
     still measures the cgroup's peak) and a CPU quota of `cpu_share` CPUs, with OMP_NUM_THREADS set
@@ -212,12 +210,11 @@ def measure(submission: Path, root: Path, label: str = "", cpus: str | None = No
             m.notes.append(reason)
             me = os.getpid()
             with PeakMemory(lambda: [p for p in descendants(me) if p != me], SAMPLE_SECONDS) as peak:
-                m.results = harness.gradescope_run(submission, root, zip_path=zip_path, prefix=prefix, timeout=timeout)
+                m.results = build.grade(zip_path, submission, prefix=prefix, timeout=timeout)
         else:
             with GradingCgroup(limit_mb, cpu_share) as cg, PeakMemory(cg.pids, SAMPLE_SECONDS) as peak:
                 try:
-                    m.results = harness.gradescope_run(submission, root, zip_path=zip_path,
-                                                       prefix=cg.prefix() + prefix, timeout=timeout)
+                    m.results = build.grade(zip_path, submission, prefix=cg.prefix() + prefix, timeout=timeout)
                 finally:
                     m.cgroup_peak_mb, m.oom_kills = cg.peak_mb(), cg.oom_kills()
     except (AssertionError, subprocess.TimeoutExpired) as err:  # no results.json, or too slow
@@ -260,7 +257,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="only the configurations whose label contains this")
     args = parser.parse_args()
     solution = ROOT / "solutions" / f"{build.NAME}_solution.ipynb"
-    if not solution.is_file() or not harness.AUTOGRADER_ZIP.is_file():
+    if not solution.is_file() or not build.AUTOGRADER_ZIP.is_file():
         sys.exit("run `python build.py` first: the benchmark grades its releases")
     reason = cgroup_unavailable()
     if reason:

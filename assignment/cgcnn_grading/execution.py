@@ -33,7 +33,9 @@ from . import sandbox
 from .settings import Limits
 
 IGNORE_TAG = "otter_ignore"  # cells otter's grading skips; the notebook tags Part 5 to 7 with it
-OUTPUT_BYTES = 2_000_000  # per cell: a notebook that floods its output cannot exhaust the grader's memory
+# Per cell: a notebook that floods its output cannot exhaust the grader's memory (the largest answer,
+# part 4b's, holds its input batches: about 6 MB).
+OUTPUT_BYTES = 32_000_000
 GRACE_SECONDS = 10  # after an interrupt, before the kernel is ended
 
 
@@ -79,7 +81,9 @@ class CappedClient(NotebookClient):
     """nbclient, keeping at most OUTPUT_BYTES of output per cell."""
 
     def output(self, outs, msg, display_id, cell_index):
-        if sum(len(json.dumps(o)) for o in outs) > OUTPUT_BYTES:
+        size = self.__dict__.setdefault("_sizes", {})
+        size[cell_index] = size.get(cell_index, 0) + len(json.dumps(msg.get("content", {})))
+        if size[cell_index] > OUTPUT_BYTES:
             return None
         return super().output(outs, msg, display_id, cell_index)
 

@@ -73,13 +73,21 @@ def read_notebook(path: Path, assignment: str) -> nbformat.NotebookNode:
     return nb
 
 
+def anonymous(heldout: dict) -> dict[str, str]:
+    """{name the kernel sees: id}: the held-out ids name formula and polymorph, which a notebook could
+    look up in answers computed elsewhere; the kernel gets neutral names in a shuffled order."""
+    ids = sorted(heldout)
+    order = np.random.default_rng(0).permutation(len(ids))
+    return {f"crystal-{k:03d}": ids[j] for k, j in enumerate(order)}
+
+
 def probes(settings: Settings, checks, heldout: dict) -> list[execution.Probe]:
     out = []
     for question in settings.points:
         requests = [r for c in checks if c.question == question for r in c.requests]
         if question == MAE_QUESTION:
             requests.append({"id": "predictions", "op": "heldout_predictions",
-                             "structures": {i: entry["cif"] for i, entry in sorted(heldout.items())}})
+                             "structures": {k: heldout[i]["cif"] for k, i in anonymous(heldout).items()}})
         out.append(execution.Probe(question, requests, settings.check_cells.get(question)))
     return out
 
@@ -87,10 +95,12 @@ def probes(settings: Settings, checks, heldout: dict) -> list[execution.Probe]:
 def grade_submission(source: Path, upload: Path, secret: list[Path] = ()) -> Report:
     """Grade the upload in `upload` with the autograder unpacked in `source`. `secret` adds paths the
     grading user must not be able to read (a course's repository, for local grading)."""
+    for path in (source, upload):
+        sandbox.private(path)
     settings = Settings.load(source)
     notebook = read_notebook(find_notebook(upload), settings.assignment)
     heldout = json.loads((source / HELDOUT).read_text())
-    labels = {i: float(entry["label"]) for i, entry in heldout.items()}
+    labels = {k: float(heldout[i]["label"]) for k, i in anonymous(heldout).items()}
     embedding = json.loads((source / "files" / "data" / "atom_init.json").read_text())
     checks = all_checks({int(z): np.asarray(v, dtype=np.float32) for z, v in embedding.items()})
 
@@ -127,17 +137,15 @@ def write_results(path: Path, results: dict) -> None:
     os.replace(tmp, path)
 
 
-def main(root: Path) -> int:
+def main(root: Path, private: list[Path] = ()) -> int:
     """Gradescope's layout under `root` (/autograder): grade submission/ with source/, write
     results/results.json. Whatever happens, the only results.json is the one written here."""
     source, upload, results_dir = root / "source", root / "submission", root / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "results.json").unlink(missing_ok=True)  # never adopt a file this run did not write
-    for path in (source, results_dir, upload):
-        if path.exists():
-            sandbox.private(path)
+    sandbox.private(results_dir)
     try:
-        report = grade_submission(source, upload)
+        report = grade_submission(source, upload, [results_dir, *private])
         results = report.results
     except GradingError as err:
         results = scoring.error_results(str(err), HELP)

@@ -8,8 +8,9 @@ import math
 
 import numpy as np
 
+from . import reference
 from .checks import Answers, Check
-from .settings import MAE_QUESTION, MAE_TIERS, Settings
+from .settings import FORWARD_PARTS, MAE_QUESTION, MAE_TIERS, PREDICTION_TOLERANCE, Settings
 
 MESSAGE_CHARS = 600  # of one failed check's message: enough to act on, never a page of arrays
 
@@ -32,8 +33,11 @@ def _verdicts(checks: list[Check], raw: dict | None, missing: str | None) -> lis
     return failures
 
 
-def heldout_mae(raw: dict | None, missing: str | None, labels: dict[str, float]) -> tuple[float | None, str]:
-    """The test-set MAE of the model's predictions as the probe captured them, or None and why not."""
+def heldout_mae(raw: dict | None, missing: str | None, labels: dict[str, float],
+                verify: bool) -> tuple[float | None, str]:
+    """The test-set MAE of the model's predictions as the probe captured them, or None and why not.
+    With `verify`, the predictions must be what the reference network computes from the model's
+    parameters and input batches."""
     if raw is None:
         return None, f"not checked: {missing}"
     try:
@@ -49,18 +53,45 @@ def heldout_mae(raw: dict | None, missing: str | None, labels: dict[str, float])
         return None, f"the model gave no prediction for {len(missing_ids)} held-out crystals"
     if not all(math.isfinite(predictions[i]) for i in labels):
         return None, "the model's predictions for the held-out crystals are not all finite numbers"
+    if verify:
+        worst = _recomputed_gap(answer, predictions)
+        if worst is None or worst > PREDICTION_TOLERANCE:
+            return None, ("the predictions are not what the trained network computes from its parameters"
+                          + (f" (off by up to {worst:.3g} eV/atom)" if worst is not None else ""))
     return float(np.mean([abs(predictions[i] - y) for i, y in labels.items()])), ""
+
+
+def _recomputed_gap(answer: dict, predictions: dict[str, float]) -> float | None:
+    """The largest difference between the reported predictions and the reference network's, from the
+    same parameters and input batches (None: they cannot be recomputed)."""
+    try:
+        state = {k: np.asarray(v, dtype=float) for k, v in answer["state"].items()}
+        conv = "gated" if any(".fc_full." in k for k in state) else \
+            "shared" if any(".fc_neighbor." in k for k in state) else "none"
+        pool = {"mean_pool": "mean", "max_pool": "max"}[answer["pool"]]
+        mean, std = (float(x) for x in answer["normalizer"])
+        worst = 0.0
+        for b in answer["batches"]:
+            out = reference.cgcnn_forward(state, np.asarray(b["atom_fea"], float), np.asarray(b["nbr_fea"], float),
+                                          np.asarray(b["nbr_idx"]), np.asarray(b["crystal_idx"]),
+                                          int(b["n_crystals"]), conv=conv, pool=pool) * std + mean
+            worst = max(worst, max(abs(predictions[i] - y) for i, y in zip(b["ids"], out)))
+        return worst
+    except Exception:  # noqa: BLE001 - anything malformed means: not recomputable
+        return None
 
 
 def score(settings: Settings, checks: list[Check], answers: dict, missing: dict,
           labels: dict[str, float], events: list[str]) -> dict:
     """results.json for Gradescope: one entry per part, the total, and what happened while grading."""
-    tests, extra = [], {}
+    tests, extra, failed = [], {}, set()
     for question, points in settings.points.items():
         raw, why = answers.get(question), missing.get(question, "the check did not run")
         failures = _verdicts([c for c in checks if c.question == question], raw, why)
+        failed |= {question} if failures else set()
         if question == MAE_QUESTION:
-            got, output = _mae_points(settings, failures, raw, why, labels, extra)
+            verify = not failed & set(FORWARD_PARTS)
+            got, output = _mae_points(settings, failures, raw, why, labels, extra, verify)
         else:
             got = 0.0 if failures else float(points)
             output = "All checks passed." if not failures else "\n".join(failures)
@@ -71,10 +102,10 @@ def score(settings: Settings, checks: list[Check], answers: dict, missing: dict,
             "visibility": "visible", "stdout_visibility": "hidden"}
 
 
-def _mae_points(settings, failures, raw, why, labels, extra):
+def _mae_points(settings, failures, raw, why, labels, extra, verify):
     if failures:
         return 0.0, "Not scored: a check of this part failed.\n" + "\n".join(failures)
-    mae, reason = heldout_mae(raw, why, labels)
+    mae, reason = heldout_mae(raw, why, labels, verify)
     if mae is None:
         return 0.0, f"Not scored: {reason}"
     extra["test_mae"] = mae

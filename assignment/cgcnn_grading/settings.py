@@ -16,6 +16,11 @@ MAE_TIERS = [  # (check, MAE limit as a factor of the full-credit threshold, poi
     ("test_mae_within_one_and_a_half_the_threshold", 1.5, 2),
     ("test_mae_within_the_threshold", 1.0, 2),
 ]
+# When these parts pass, the network's forward pass is the reference one: the grader then recomputes
+# the held-out predictions from the trained parameters, and a notebook that reports anything else
+# (answers looked up elsewhere) scores nothing for 4b.
+FORWARD_PARTS = ["q2b", "q3", "q4a"]
+PREDICTION_TOLERANCE = 1e-3  # eV/atom, float32 network against the float64 reference
 
 
 @dataclass(frozen=True)
