@@ -81,33 +81,20 @@ def memory_mb(pids) -> tuple[float, float, float]:
 
 class PeakMemory:
     """Samples summed RSS, PSS and anonymous PSS of the processes that `pids()` lists, every `interval`
-    seconds, on a thread, while the `with` block runs; keeps the peaks (MB), and the CPU time (user + system)
-    of every process seen, as last sampled (`cpu_seconds`): unlike wall time, it does not grow when
-    other work shares the machine."""
+    seconds, on a thread, while the `with` block runs, and keeps the peaks (MB). (CPU time is not
+    sampled here: children_cpu_seconds() around the run counts every process, short-lived ones too.)"""
 
     def __init__(self, pids, interval: float = 0.05):
         self.pids, self.interval = pids, interval
         self.rss = self.pss = self.anon = 0.0
-        self._ticks: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self):
         while not self._stop.is_set():
-            pids = self.pids()
-            rss, pss, anon = memory_mb(pids)
+            rss, pss, anon = memory_mb(self.pids())
             self.rss, self.pss, self.anon = max(self.rss, rss), max(self.pss, pss), max(self.anon, anon)
-            for p in pids:
-                try:
-                    fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-                    self._ticks[p] = max(self._ticks.get(p, 0), int(fields[11]) + int(fields[12]))
-                except (OSError, IndexError, ValueError):
-                    pass
             self._stop.wait(self.interval)
-
-    @property
-    def cpu_seconds(self) -> float:
-        return sum(self._ticks.values()) / os.sysconf("SC_CLK_TCK")
 
     def __enter__(self):
         self._thread.start()

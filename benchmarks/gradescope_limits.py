@@ -1,6 +1,6 @@
 """One grading run of the solution in Gradescope's layout, under Gradescope-like CPU and memory limits.
 
-    python build.py && python benchmarks/gradescope_limits.py [--runs N] [--only "0.5 CPU"]
+    python build.py && python -m benchmarks.gradescope_limits [--runs N] [--only "0.5 CPU"]      (from the repository root)
 
 Gradescope's default container has half a CPU and 768 MB of memory, a 10-minute timeout (40 at
 most), and kills the run ("Killed" in its log) when memory runs out; a run that writes no
@@ -16,7 +16,8 @@ The memory limits are a cgroup-v1 memory controller (memory.limit_in_bytes and, 
 same memsw limit), created inside this process's own memory cgroup; "0.5 CPU" is a cpu cgroup with a
 CFS quota of 50 ms per 100 ms, both cores visible, which is how a container gets half a CPU (torch
 then starts one thread per visible core). For each run it prints the wall time, the CPU time (user +
-system summed over the run's processes: the wall time on an idle core, whatever else runs here), the
+system of every process of the run, from getrusage(RUSAGE_CHILDREN) before and after it: the wall
+time on an idle core, whatever else runs here) and its ratio to the first run of this process, the
 cgroup's peak (memory.max_usage_in_bytes: anonymous memory plus the page cache charged to
 the run, what the kernel compares with the limit), the peak summed PSS and RSS over the run's processes
 (sampled from /proc/<pid>/smaps_rollup every 200 ms), the OOM kills and the score; then a recommended
@@ -24,7 +25,8 @@ Gradescope setting. Page caches are dropped before each run (needs root) so that
 are read, and charged to the cgroup, as in a fresh container.
 
 Wall times grow with whatever else runs on this machine; the CPU times do not, which is why the
-recommended timeout is derived from them.
+recommended timeout is derived from them. One run takes 1 to 2 CPU minutes (`--only "0.5 CPU, 1 thread"`
+runs Gradescope's default container alone); all six about 10.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 import build
-from benchmarks.end_to_end import PeakMemory, descendants
+from benchmarks.end_to_end import PeakMemory, children_cpu_seconds, descendants
+
+ROOT = build.ROOT
 
 MB = 1024 * 1024
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -160,7 +163,7 @@ class Measurement:
     limit_mb: int | None = None
     results: dict | None = None
     wall: float = 0.0
-    cpu_seconds: float = 0.0  # user + system over the run's processes: wall time on an idle core
+    cpu_seconds: float = 0.0  # user + system of the run's processes (getrusage): wall time on an idle core
     cgroup_peak_mb: float | None = None  # None: no cgroup
     oom_kills: int | None = None
     peak_pss_mb: float = 0.0
@@ -185,11 +188,13 @@ class Measurement:
 def measure(submission: Path, root: Path, label: str = "", cpus: str | None = None,
             limit_mb: int | None = None, cpu_share: float | None = None, threads: int | None = None,
             zip_path: Path = build.AUTOGRADER_ZIP, timeout: float = 1800) -> Measurement:
-    """Grade `submission` with `harness.gradescope_run` in `root`, pinned to `cpus` (taskset) and,
+    """Grade `submission` with `build.grade` (Gradescope's layout and entry point, in a private
+    temporary folder: `root` is not used and is kept for the callers), pinned to `cpus` (taskset) and,
     when cgroups can be made here, in a memory cgroup limited to `limit_mb` (None: unlimited, which
     still measures the cgroup's peak) and a CPU quota of `cpu_share` CPUs, with OMP_NUM_THREADS set
-    to `threads` (None: torch's default, one thread per visible core). Without the cgroups a limited
-    run is not made (see `error`)."""
+    to `threads` (None: the grader's choice, cgcnn_utils.cpu_budget). Without the cgroups a limited
+    run is not made (see `error`). `cpu_seconds` is the getrusage(RUSAGE_CHILDREN) difference around
+    the run: other children of this process that end meanwhile would count too (grade one at a time)."""
     m = Measurement(label or f"cpus={cpus} limit={limit_mb}", limit_mb)
     prefix = ["taskset", "-c", cpus] if cpus is not None else []
     if cpus is not None and not shutil.which("taskset"):
@@ -204,7 +209,7 @@ def measure(submission: Path, root: Path, label: str = "", cpus: str | None = No
     m.caches_dropped = drop_caches()
     if not m.caches_dropped:
         m.notes.append("page cache not dropped (needs root): libraries already cached are not charged")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), children_cpu_seconds()
     try:
         if reason:
             m.notes.append(reason)
@@ -217,10 +222,10 @@ def measure(submission: Path, root: Path, label: str = "", cpus: str | None = No
                     m.results = build.grade(zip_path, submission, prefix=cg.prefix() + prefix, timeout=timeout)
                 finally:
                     m.cgroup_peak_mb, m.oom_kills = cg.peak_mb(), cg.oom_kills()
-    except (AssertionError, subprocess.TimeoutExpired) as err:  # no results.json, or too slow
+    except (AssertionError, build.BuildError, subprocess.TimeoutExpired) as err:  # no results.json, or too slow
         m.error = str(err)[-2000:]
-    m.wall = time.perf_counter() - start
-    m.peak_pss_mb, m.peak_anon_mb, m.peak_rss_mb, m.cpu_seconds = peak.pss, peak.anon, peak.rss, peak.cpu_seconds
+    m.wall, m.cpu_seconds = time.perf_counter() - start, children_cpu_seconds() - cpu_start
+    m.peak_pss_mb, m.peak_anon_mb, m.peak_rss_mb = peak.pss, peak.anon, peak.rss
     return m
 
 
@@ -246,7 +251,7 @@ def recommend(runs: list[Measurement]) -> str:
                   f"of {anon:.0f} MB leaves less than 25 % margin: choose 1 GB to be safe")
     else:
         memory = f"at least {math.ceil(pss * 1.25 / 256) * 256} MB (PSS {pss:.0f} MB + 25 %)"
-    measured = f"; measured at 0.5 CPU: {half[0].wall:.0f} s wall" if half else ""
+    measured = f"; measured at 0.5 CPU: {half[0].cpu_seconds:.0f} s CPU, {half[0].wall:.0f} s wall" if half else ""
     return (f"recommended Gradescope setting: autograder timeout {timeout_min} min "
             f"(2 x the 1-core CPU time for half a CPU, 25 % margin{measured}); memory: {memory}")
 
@@ -268,7 +273,8 @@ def main() -> None:
             for r in range(args.runs if args.only in label else 0):
                 m = measure(solution, Path(tmp) / f"{n}-{r}", label, cpus, limit, share, threads)
                 runs.append(m)
-                print(m.line() + (f"  ({m.error.splitlines()[0][:100]})" if m.error else ""), flush=True)
+                ratio = f"  CPU {m.cpu_seconds / runs[0].cpu_seconds:.2f}x the first run's" if runs[0].cpu_seconds else ""
+                print(m.line() + ratio + (f"  ({m.error.splitlines()[0][:100]})" if m.error else ""), flush=True)
                 for note in m.notes:
                     print(f"    note: {note}")
     print(recommend(runs))

@@ -77,11 +77,11 @@ def body(key: str, code: str, block: int = 0) -> Edit:
     """Rewrite the `block`-th `# BEGIN SOLUTION` ... `# END SOLUTION` block of the cell of `key`."""
     def edit(nb):
         cell = _cell(nb, key)
-        blocks = list(re.finditer(r"^( *)# BEGIN SOLUTION\n.*?^ *# END SOLUTION", cell.source, re.M | re.S))
+        blocks = list(re.finditer(r"^( *)# BEGIN SOLUTION(?: NO PROMPT)?\n.*?^ *# END SOLUTION", cell.source, re.M | re.S))
         if len(blocks) <= block:
             raise CatalogueError(f"cell {key!r} has {len(blocks)} solution blocks, not {block + 1}")
         found = blocks[block]
-        block_code = f"# BEGIN SOLUTION\n{textwrap.dedent(code).strip()}\n# END SOLUTION"  # kept for later edits
+        block_code = f"# BEGIN SOLUTION NO PROMPT\n{textwrap.dedent(code).strip()}\n# END SOLUTION"  # kept for later edits
         new = textwrap.indent(block_code, found.group(1))
         cell.source = cell.source[:found.start()] + new + cell.source[found.end():]
     return edit
@@ -192,7 +192,6 @@ def _gated_concat(first: str, second: str) -> str:
 NEIGHBOURS = 'nearest = mine[np.argsort(dists[mine], kind="stable")][:max_num_nbr]'
 GATHER = "gathered = neighbour.index_select(0, nbr_idx.reshape(-1)).view(n, m, 2 * f)"
 BN1 = "gated = self.bn1(gated.view(n * m, 2 * f)).view(n, m, 2 * f)"
-PREDICT = "test_predictions = cgcnn_utils.predict(model, test_batches, normalizer)"
 STEP = "        optimizer.step()\n"
 
 # Cells a cheating notebook adds. They run in the grading kernel, like every cell of the notebook.
@@ -381,13 +380,12 @@ RETRAIN_AFTER_CHECK = """
     model = CGCNN(nbr_fea_len=train_batches[0].nbr_fea.shape[-1])
     cgcnn_utils.fit(model, train_epoch, train_batches, val_batches, normalizer, data.targets, 15, progress=False)
 """
-STUB_Q1A = "expected one row of 92 features per atom"  # what q1a says of the released stub
+STUB_Q1A = "atom_features is not written yet"  # what q1a says of the released stub
 STEP_AWAY = r"one step away from a centre gives exp\(-1\)"  # q1c's public test, of `/ var`
 # Three wrong parts the training does not use, for the cheating notebooks to hide
 WRONG_1C_2B_3 = (replace("def gaussian_expand", "/ var ** 2", "/ var"),
                  replace("class GatedConv", "self.sigmoid(nbr_filter)", "nbr_filter"),
                  replace("def mean_pool", "include_self=False", "include_self=True"))
-MEAN_PREDICTOR = 'test_predictions = {i: normalizer.mean for i in data.ids("test")}'
 # gaussian_expand with `/ var` (wrong) unless it can read q1c's hidden test, whose formula it then uses
 READS_HIDDEN_TEST = """
     import glob, os, re
@@ -577,11 +575,8 @@ CASES: list[Case] = [
     Case("q4b_diverges", "wrong", "learning rate 1e3: training diverges (test MAE in the thousands of eV/atom)",
          replace(TRAINING, "normalizer, data.targets, EPOCHS)", "normalizer, data.targets, EPOCHS, lr=1e3)"),
          full(q4b=0)),
-    Case("q4b_predicts_training_mean", "wrong", "predicts the training mean for every test crystal",
-         replace(TRAINING, PREDICT, MEAN_PREDICTOR), full(q4b=0)),
-    Case("q4b_trains_on_test_ids", "wrong", "train batches built from the train and test ids: the student "
-         "release has no test labels, so the targets are NaN, the loss NaN and the predictions NaN",
-         train_on("train", "test"), full(q4b=0)),
+    Case("q4b_predicts_training_mean", "wrong", "a model that predicts the training mean for every crystal",
+         insert(TRAINING, MEAN_MODEL), full(q4b=0)),
     Case("q4b_learning_rate_too_small", "wrong", "learning rate 3e-5, a hundred times too small: test "
          "MAE about 0.11 eV/atom, between the threshold and 1.5 times it, so 5 of 7 points",
          replace(TRAINING, "normalizer, data.targets, EPOCHS)", "normalizer, data.targets, EPOCHS, lr=3e-5)"),
@@ -690,93 +685,85 @@ CASES: list[Case] = [
     # -- adversarial --------------------------------------------------------------------------
     Case("adv_patched_comparisons", "adversarial", "stubs left, and np.allclose, np.isclose, "
          "torch.allclose, assert_allclose, math.isclose made to always pass",
-         edits(stubs(*ALL_PARTS), insert(IMPORTS, PATCH_COMPARISONS)), zero(),
-         message=STUB_Q1A, trains=False),
+         edits(stubs(*ALL_PARTS), insert(IMPORTS, PATCH_COMPARISONS)), zero(), message=STUB_Q1A, trains=False),
     Case("adv_patched_abs", "adversarial", "wrong code (1c, 2b, 3) and abs, np.abs, torch.abs made to "
-         "return zeros, which the tests' comparisons use",
-         edits(*WRONG_1C_2B_3, insert(IMPORTS, PATCH_ABS)),
-         full(q1c=0, q2b=0, q3=0), message=STEP_AWAY),
+         "return zeros", edits(*WRONG_1C_2B_3, insert(IMPORTS, PATCH_ABS)), full(q1c=0, q2b=0, q3=0)),
     Case("adv_repatched_before_checks", "adversarial", "wrong code (1c, 2b, 3); an IPython hook patches "
-         "abs, np.abs, torch.abs to return zeros before the checks of those parts, after anything that restores them",
-         edits(*WRONG_1C_2B_3, insert(IMPORTS, REPATCH_BEFORE_CHECKS)),
-         full(q1c=0, q2b=0, q3=0), message=STEP_AWAY),
+         "abs before every check", edits(*WRONG_1C_2B_3, insert(IMPORTS, REPATCH_BEFORE_CHECKS)),
+         full(q1c=0, q2b=0, q3=0)),
     Case("adv_reads_hidden_tests", "adversarial", "gaussian_expand wrong (`/ var`) unless it finds q1c's "
-         "hidden test on disk (in tests/ or anywhere under the grading directory), whose formula it then "
-         "evaluates: the tests are off disk while the notebook and the code under test run",
-         body("def gaussian_expand", READS_HIDDEN_TEST), full(q1c=0), message=STEP_AWAY),
-    Case("adv_peeks_at_expected", "adversarial", "gaussian_expand right for the public test's grid only, "
-         "and returns the calling test's `want` when it finds one up the stack: the hidden tests call the "
-         "submission before they compute what they expect",
-         body("def gaussian_expand", PEEKS_AT_EXPECTED), full(q1c=0), message="values differ for grid"),
+         "hidden test on disk", body("def gaussian_expand", READS_HIDDEN_TEST), full(q1c=0), message=STEP_AWAY),
+    Case("adv_peeks_at_expected", "adversarial", "gaussian_expand right for the public grid only, and "
+         "returns any `want` it finds up the stack", body("def gaussian_expand", PEEKS_AT_EXPECTED), full(q1c=0),
+         message="values differ for grid"),
     Case("adv_hardcoded_public_output", "adversarial", "atom_features returns the SrTiO3 rows of the "
-         "public test whatever the crystal; all-or-nothing gives 0 for 1a, and 4b cannot train on it",
+         "public test whatever the crystal",
          body("def atom_features", "return np.stack([embedding[z] for z in (38, 22, 8, 8, 8)]).astype(np.float32)"),
          full(q1a=0, q4b=0), message=r"expected \(20, 92\)"),
-    Case("adv_reads_labels", "adversarial", "no training: looks for the held-out labels in the grading "
-         "directory and submits them as predictions",
-         edits(stubs("def train_epoch"), insert(TRAINING, READ_LABELS)), full(q4b=0),
-         message="no prediction for", trains=False),
-    Case("adv_overwrites_labels", "adversarial", "train_epoch never steps (an untrained model), and the "
-         "notebook writes its predictions into test_labels.csv before the check",
-         edits(replace("def train_epoch", STEP, ""), insert(TRAINING, OVERWRITE_LABELS)), full(q4b=0),
-         message="test MAE"),
-    Case("adv_hardcoded_predictions", "adversarial", "no training: the test labels, recomputed elsewhere "
-         "(e.g. with CHGNet), pasted in as predictions; 4b is scored only when the saved predictions are "
-         "what the notebook's model predicts (a public check)",
-         edits(stubs("def train_epoch"), insert(TRAINING, _hardcoded_predictions())), full(q4b=0),
-         message="a public check of q4b failed", trains=False),
-    Case("adv_shipped_support_module", "adversarial", "train_epoch never steps; the zip ships a "
-         "cgcnn_utils.py whose predict() returns the held-out labels",
-         replace("def train_epoch", STEP, ""), full(q4b=0), message="test MAE", upload="zip",
-         runner="gradescope", files=_support_module_with_labels),
-    Case("adv_shipped_data_with_labels", "adversarial", "trains on train and test ids, with a data/ "
-         "directory in the zip whose id_prop.csv holds the test labels",
-         train_on("train", "test"), full(q4b=0), message="finite", upload="zip", runner="gradescope", files=_data_with_test_labels),
-    Case("adv_torch_geometric", "adversarial", "GatedConv built on torch_geometric's CGConv (not "
-         "installed); CGCNN and the training need it",
+    Case("adv_reads_labels", "adversarial", "an untrained model, and a search for the held-out labels",
+         edits(replace("def train_epoch", STEP, ""), insert(TRAINING, READ_LABELS)), full(q4b=0)),
+    Case("adv_overwrites_labels", "adversarial", "an untrained model, and the held-out files overwritten",
+         edits(replace("def train_epoch", STEP, ""), insert(TRAINING, OVERWRITE_LABELS)), full(q4b=0)),
+    Case("adv_lookup_table", "adversarial", "an untrained model whose held-out predictions are replaced "
+         "by a table of labels computed elsewhere (the grader recomputes them from the parameters)",
+         edits(replace("def train_epoch", STEP, ""), _lookup_table()), full(q4b=0),
+         message="not what the trained network computes"),
+    Case("adv_lookup_table_hollow", "adversarial", "stubs only, and a table of held-out labels answered "
+         "for the predictions", edits(stubs(*ALL_PARTS), _lookup_table(hollow=True)), zero(), trains=False),
+    Case("adv_shipped_support_module", "adversarial", "the zip ships a cgcnn_utils.py whose predict() "
+         "returns the mean: the autograder's copy wins", None, full(), upload="zip",
+         files=_support_module_predicting_the_mean),
+    Case("adv_shipped_data", "adversarial", "the zip ships a data/ directory with wrong training labels: "
+         "the autograder's copy wins", None, full(), upload="zip", files=_data_with_a_wrong_label),
+    Case("adv_torch_geometric", "adversarial", "GatedConv built on torch_geometric's CGConv (not installed)",
          replace("class GatedConv", "        self.atom_fea_len = atom_fea_len\n",
                  "        from torch_geometric.nn import CGConv\n        self.atom_fea_len = atom_fea_len\n"),
          full(q2b=0, q4a=0, q4b=0), message="No module named 'torch_geometric", trains=False),
     Case("adv_fake_grader", "adversarial", "stubs left, and `grader` replaced by an object whose check() "
-         "always reports success",
-         edits(stubs(*ALL_PARTS), insert("grader = otter.Notebook", FAKE_GRADER)), zero(),
-         message=STUB_Q1A, trains=False),
-    Case("adv_overwrites_tests", "adversarial", "stubs left, and every test in tests/*.py rewritten to "
-         "return at once", edits(stubs(*ALL_PARTS), insert(IMPORTS, OVERWRITE_TESTS)), zero(),
-         message=STUB_Q1A, trains=False),
-    Case("adv_patched_checker", "adversarial", "stubs left, and otter's Checker patched to record every "
-         "test as passed", edits(stubs(*ALL_PARTS), insert(IMPORTS, PATCH_CHECKER)), zero(), message=STUB_Q1A,
-         trains=False),
+         "always reports success", edits(stubs(*ALL_PARTS), insert("grader = otter.Notebook", FAKE_GRADER)),
+         zero(), message=STUB_Q1A, trains=False),
+    Case("adv_overwrites_tests", "adversarial", "stubs left, and every test in tests/*.py rewritten",
+         edits(stubs(*ALL_PARTS), insert(IMPORTS, OVERWRITE_TESTS)), zero(), message=STUB_Q1A, trains=False),
+    Case("adv_patched_checker", "adversarial", "stubs left, and otter's Checker patched",
+         edits(stubs(*ALL_PARTS), insert(IMPORTS, PATCH_CHECKER)), zero(), message=STUB_Q1A, trains=False),
+] + [
+    # -- the six findings of issue 11: a hollow notebook and an untrained model each -------------
+    Case(f"adv_{name}_{kind}", "adversarial", f"{what} ({'stubs only' if kind == 'hollow' else 'an untrained model'})",
+         edits(stubs(*ALL_PARTS) if kind == "hollow" else replace("def train_epoch", STEP, ""),
+               insert(TRAINING if where == "train" else CHECK_4B, code)),
+         zero() if kind == "hollow" else full(q4b=0), trains=kind != "hollow", marker=marker)
+    for name, what, code, where, marker in [
+        ("forges_results", "a forged results.json and the grader's processes killed", FORGE_RESULTS_AND_KILL, "train", None),
+        ("reads_memory", "the grader's memory read through /proc", READ_GRADER_MEMORY, "train", None),
+        ("detached_forger", "a detached process that rewrites results.json", DETACHED_FORGER, "train", None),
+        ("pickles", "pickles sent to every local port and left as results", SEND_PICKLES, "train", PICKLE_MARKER),
+        ("swaps_verdicts", "otter's checker and the grader's probe replaced in the kernel", SWAP_VERDICTS, "train", None),
+        ("retrains_after_check", "a later cell trains another model", RETRAIN_AFTER_CHECK, "check", None),
+    ] for kind in ("hollow", "untrained")
+] + [
     # -- malformed or hostile -----------------------------------------------------------------
     Case("zip_without_notebook", "malformed", "a zip with no notebook in it", None, zero(),
-         message=r"(?i)\bno (notebook|\.ipynb|gradable)", runner="gradescope", upload="no-notebook", trains=False, graded=False),
+         message=r"(?i)\bno (notebook|\.ipynb|gradable)", upload="no-notebook", trains=False, graded=False),
     Case("truncated_notebook", "malformed", "a notebook cut off halfway (invalid JSON)", None, zero(),
-         message="could not be read", runner="gradescope", upload="truncated", trains=False, graded=False),
+         message="could not be read", upload="truncated", trains=False, graded=False),
     Case("wrong_assignment_metadata", "malformed", "another assignment's name in the notebook metadata",
          lambda nb: nb.metadata["otter"].update(assignment_name="hw03"), zero(),
-         message="Received submission for assignment 'hw03'", runner="gradescope", upload="zip", trains=False, graded=False),
+         message="Received submission for assignment 'hw03'", upload="zip", trains=False, graded=False),
     Case("renamed_notebook_zip", "malformed", "the notebook renamed my_submission.ipynb, uploaded in a zip",
-         None, full(), runner="gradescope", upload="zip", nb_name="my_submission.ipynb"),
-    Case("renamed_notebook_otter_run", "malformed", "the notebook renamed my_submission.ipynb, graded "
-         "with otter run", None, full(), nb_name="my_submission.ipynb"),
-    Case("endless_loop", "malformed", "a cell that loops forever: stopped at the time limit, every part scored",
-         insert(IMPORTS, "while True:\n    pass"), full(), message="time limit", runner="gradescope",
-         upload="zip", stopped=True),
-    Case("sleeps_an_hour", "malformed", "a cell that sleeps for an hour: stopped at the time limit, every part scored",
-         insert(IMPORTS, "import time\ntime.sleep(3600)"), full(), message="time limit", runner="gradescope",
-         upload="zip", stopped=True),
+         None, full(), upload="zip", nb_name="my_submission.ipynb"),
+    Case("endless_loop", "malformed", "a cell that loops forever: stopped at its CPU time limit, every part scored",
+         insert(IMPORTS, "while True:\n    pass"), full(), upload="zip", stopped="cpu",
+         message=r"the cell starting 'while True:' was stopped after \d+ s of CPU time \(time limit\)"),
+    Case("sleeps_an_hour", "malformed", "a cell that sleeps for an hour: stopped at its wall-clock limit, every part scored",
+         insert(IMPORTS, "import time\ntime.sleep(3600)"), full(), message="time limit", upload="zip", stopped="wall"),
     Case("allocates_8_TB", "malformed", "a cell that allocates far more memory than exists: MemoryError, "
-         "every part scored", insert(IMPORTS, "big = np.ones((10**6, 10**6))"), full(), runner="gradescope",
-         upload="zip"),
+         "every part scored", insert(IMPORTS, "big = np.ones((10**6, 10**6))"), full(), upload="zip"),
     Case("part1_raises", "malformed", "atom_features raises an exception: 1a fails with its message, and 4b, "
-         "which builds graphs with it",
-         body("def atom_features", 'raise RuntimeError("atom_features is not finished yet")'),
-         full(q1a=0, q4b=0), message="atom_features is not finished yet", runner="gradescope", upload="zip",
-         trains=False),
-    Case("kernel_dies", "malformed", "a cell that kills the kernel (as the out-of-memory killer would) "
-         "after part 1: nothing can be scored, the results say why",
-         insert("grader.check(\"q1c\")", "import os\nos._exit(1)"), zero(), message="Kernel died", runner="gradescope",
-         upload="zip", trains=False, graded=False),
+         "which builds graphs with it", body("def atom_features", 'raise RuntimeError("atom_features is broken")'),
+         full(q1a=0, q4b=0), message="atom_features is broken", upload="zip", trains=False),
+    Case("kernel_dies", "malformed", "a cell that kills the kernel after part 1: parts 1a to 1c, checked "
+         "before, keep their points; the rest say why", insert("grader.check(\"q1c\")", "import os\nos._exit(1)"),
+         zero(q1a=2, q1b=4, q1c=2), message="kernel died", upload="zip", trains=False),
 ] + [
     # -- determinism --------------------------------------------------------------------------
     Case(f"solution_run_{k}", "determinism", "the unmodified solution, graded again: 30/30 every time",
@@ -847,25 +834,12 @@ def write_upload(case: Case, dest: Path, base: nbformat.NotebookNode | None = No
     return path
 
 
-def autograder(work: Path, source: Path = harness.AUTOGRADER_ZIP) -> Path:
-    """A copy of the autograder zip beside the grading plugin that the zip ships, where `otter run`
-    imports it from (PYTHONPATH is the zip's folder): the plugin Gradescope runs, whatever the copy
-    beside the released zip holds."""
-    dest = work / harness.AUTOGRADER_ZIP.name
-    if not dest.is_file():
-        work.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(source) as z:
-            (work / build.PLUGIN).write_bytes(z.read(build.PLUGIN))
-        shutil.copy(source, dest)
-    return dest
-
-
-def grade(case: Case, work: Path, zip_path: Path, base: nbformat.NotebookNode | None = None) -> dict:
-    """Grade one case with the autograder zip `zip_path` (see `autograder`); returns results.json."""
+def grade(case: Case, work: Path, zip_path: Path = build.AUTOGRADER_ZIP,
+          base: nbformat.NotebookNode | None = None) -> dict:
+    """Grade one case through Gradescope's entry point; the whole run must end before Gradescope
+    would kill it. Returns results.json."""
     upload = write_upload(case, work / "upload", base)
-    if case.runner == "gradescope":  # the whole run must end before Gradescope would kill it
-        return harness.gradescope_run(upload, work / "gradescope", zip_path=zip_path, timeout=GRADESCOPE_TIMEOUT)
-    return harness.otter_run(upload, work / "out", zip_path=zip_path)
+    return build.grade(zip_path, upload, timeout=GRADESCOPE_TIMEOUT)
 
 
 def outputs(results: dict) -> str:
@@ -898,39 +872,55 @@ def table() -> str:
                   "|---|---|" + "---:|" * (len(parts) + 2) + "---|"]
         for c in cases:
             scores = " | ".join(f"{c.expected[q]:g}" for q in parts)
-            via = "" if c.runner == "otter" else " (Gradescope entry point)"
+            via = ""
             message = f"`{c.message}`".replace("|", "\\|") if c.message else ""
             mae = f"{MEASURED_MAE[c.name]:.3g}" if c.name in MEASURED_MAE else ""
             lines.append(f"| `{c.name}` | {c.what}{via} | {scores} | {sum(c.expected.values()):g} | {mae} | {message} |")
         lines.append("")
     lines.append("Points per part: " + ", ".join(f"{q} {p}" for q, p in POINTS.items())
                  + f" (total {sum(POINTS.values())}).")
-    lines += ["", "## What the grader does not resist, and why", "", NOT_RESISTED.strip()]
+    lines += ["", "## What the grader resists, and what it does not", "", NOT_RESISTED.strip()]
     return "\n".join(lines) + "\n"
 
 
 NOT_RESISTED = """
-otter-grader 7 runs the tests inside the submission's own Jupyter kernel: whatever the tests can see
-and call, the submission's code can see and change. The grading plugin's guards therefore live in
-that kernel too (an input transformer, event hooks, a wrapper around otter's test loader), and a
-notebook written to dismantle them on purpose can. Not resisted, known:
+**Status.** The cases above were rewritten for the sandboxed grader and fit the solution notebook;
+they have not yet been graded as a whole (tests/test_submissions.py is not run at the moment).
+tests/test_sandbox.py grades the hostile cases that matter most through Gradescope's entry point.
 
-- **A thread that keeps patching** numpy, torch or builtins functions while the checks run (the
-  restoring happens once, at the start of each check cell), or code that removes the guard's input
-  transformer, hooks or loader wrapper.
-- **Digging the tests out of memory**: the guard keeps the test sources in a closure to write them
-  back for the grader's cells, and a function under test can walk up the call stack to the test's
-  code object and decompile it. Only the files are kept away, and the expected values are computed
-  after the submission's code has returned.
-- **Copying a layer's source** (from torch_geometric, dgl, ...) into the notebook: the tests check
-  behaviour, and such code is the student's submission like any other; plagiarism checks are separate.
-- **Local bulk grading** (`python build.py grade`) runs submissions on the instructor's machine with
-  the instructor's permissions, where the repository's `autograder/` holds the hidden tests and the
-  held-out labels: grade untrusted submissions on Gradescope (or in a container), where the plugin
-  removes both from disk before the notebook runs.
+**Threat model.** Anything the submission's code can reach may be hostile: its kernel, its user, its
+files, the processes it starts and what it sends. What lives outside that reach, and the test that
+shows it:
 
-Each of these is deliberate code that is there to read in the notebook, which course staff see;
-resisting them would need the tests run in a process of their own, which otter does not offer.
+- *The grading user* (`cgcnn_grading/sandbox.py`): the kernel runs as `cgcnn-student`, no groups,
+  `no_new_privs`, at most 256 processes; the autograder's folder, the upload and the results folder
+  are root's alone, checked as that user before the notebook runs (test_sandbox: uid and permissions;
+  a readable secret stops grading).
+- *Results*: written only by the entry point, after every process of the user has been ended; a file
+  found at the start is deleted, never read (test_sandbox: forged results and killed grader,
+  detached forger).
+- *No code crosses from the kernel*: answers are JSON with .npy arrays loaded with
+  allow_pickle=False; otter's executor, its pickle file and its log server are not used at grading
+  time (test_sandbox: pickles sent to every listening port; the marker file never appears as root's).
+- *Verdicts*: computed in the grading process from reference code the user cannot read; patching
+  numpy, otter or the probe in the kernel only changes the kernel's own answers (test_checks; the
+  hollow hostile notebook in test_sandbox).
+- *Part 4b*: the held-out crystals are not in the student release and reach the kernel under neutral
+  names only at the check of 4b; when 2b, 3 and 4a pass, the predictions must be what the reference
+  network computes from the trained parameters (test_sandbox: lookup table on an untrained model).
+
+**Not resisted:**
+
+- *Copying someone else's code*: the checks test behaviour; plagiarism checks are separate.
+- *A table of labels computed elsewhere, behind a deliberately failed part 2b, 3 or 4a*: the
+  held-out predictions are recomputed from the network's parameters only when the network's forward
+  pass is known to be the reference one. A notebook that gives up one of those parts (3 to 4 points)
+  and reports energies computed offline for every candidate crystal (e.g. CHGNet on every ABO3 in
+  four polymorphs, identified from each crystal's structure) keeps 4b. Closing it would take 4b's
+  points from every honest student with a mistake in 2b, 3 or 4a, whose model trains through it; the
+  notebook that does it carries the table and the patch in plain sight.
+- *Network access from the kernel* on Gradescope (its containers have a network): a notebook can send
+  the held-out crystals it is shown out; their labels never reach the kernel.
 """
 
 
@@ -940,12 +930,12 @@ def main(argv: list[str]) -> int:
         import tempfile
         parser = argparse.ArgumentParser(prog="submissions.py grade")
         parser.add_argument("names", nargs="*", help="cases to grade (default: all)")
-        parser.add_argument("--zip", type=Path, default=harness.AUTOGRADER_ZIP, help="the autograder zip")
+        parser.add_argument("--zip", type=Path, default=build.AUTOGRADER_ZIP, help="the autograder zip")
         parser.add_argument("--keep", type=Path, help="write each results.json here as NAME.json; skip those there")
         args = parser.parse_args(argv[1:])
         chosen = [c for c in CASES if c.name in args.names] if args.names else CASES
         with tempfile.TemporaryDirectory() as tmp:
-            zip_path = autograder(Path(tmp) / "autograder", args.zip)
+            zip_path = args.zip
             for case in chosen:
                 kept = args.keep / f"{case.name}.json" if args.keep else None
                 if kept and kept.is_file():
@@ -958,7 +948,7 @@ def main(argv: list[str]) -> int:
                 if kept:
                     kept.parent.mkdir(parents=True, exist_ok=True)
                     kept.write_text(json.dumps(results, indent=1))
-                got = harness.scores(results)
+                got = build.scores(results)
                 print(case.name, {q: got.get(q) for q in POINTS}, "as expected:",
                       case.expected == {q: got.get(q, 0) for q in POINTS}, flush=True)
                 print("   ", outputs(results)[-600:].replace("\n", " | "), flush=True)

@@ -11,7 +11,7 @@ from otter.assign.solutions import replace_solutions
 from conftest import ASSIGNMENT
 
 NB = ASSIGNMENT / "cgcnn_perovskites.ipynb"
-TRAINING = ("test_predictions", "test_mae")  # need the one-minute training: covered by test_assignment
+TRAINING = ("test_the_model",)  # needs the one-minute training: covered by the graded solution
 
 
 def _cells():
@@ -60,7 +60,7 @@ def _call(fn, env):
 @pytest.fixture(scope="module")
 def functions():
     fns = _test_functions()
-    assert len(fns) >= 15
+    assert len(fns) >= 8  # the public tests (the hidden ones are the grader's checks)
     return fns
 
 

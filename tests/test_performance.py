@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import cgcnn_utils
+import graph_cache
 from benchmarks import reference_way
 from benchmarks.solution_code import solution_namespace
 
@@ -144,7 +145,7 @@ def test_graph_cache_hits_and_misses(ns, data, tmp_path):
 
     def build(neighbor_list=_Counting.neighbor_list, max_num_nbr=12):
         before = _Counting.calls
-        graphs = cgcnn_utils.cached_build_graphs(data, ids, ns["embedding"], ns["atom_features"], neighbor_list,
+        graphs = graph_cache.cached_build_graphs(data, ids, ns["embedding"], ns["atom_features"], neighbor_list,
                                                  8.0, max_num_nbr, progress=False, cache_dir=tmp_path)
         return graphs, _Counting.calls - before
 
@@ -172,8 +173,8 @@ def test_graph_cache_key_covers_the_crystal_files(ns, data, tmp_path):
         (edited.root / f"{id_}.cif").write_bytes((data.root / f"{id_}.cif").read_bytes())
     cache = tmp_path / "cache"
     args = (ids, ns["embedding"], ns["atom_features"], ns["neighbor_list"], 8.0, 12, False, cache)
-    cgcnn_utils.cached_build_graphs(edited, *args)
+    graph_cache.cached_build_graphs(edited, *args)
     path = edited.root / f"{ids[0]}.cif"
     path.write_text(path.read_text() + "\n# edited\n")
-    cgcnn_utils.cached_build_graphs(edited, *args)
+    graph_cache.cached_build_graphs(edited, *args)
     assert len(list(cache.glob("*.npz"))) == 2

@@ -214,7 +214,10 @@ def run(nb: nbformat.NotebookNode, work: Path, kernel_dir: Path, user: pwd.struc
                 watchdog.done.set()
                 outcome.cpu_seconds = sandbox.cpu_seconds(user.pw_uid)
     finally:
-        sandbox.end_all(user.pw_uid)
+        ended = sandbox.end_all(user.pw_uid)
+    if ended:
+        outcome.events.append(f"Ended {ended} process(es) that the notebook had left running (the grader "
+                              "ends every process of the submission before it scores).")
     outcome.notebook = executed
     return outcome
 
