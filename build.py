@@ -180,11 +180,12 @@ def protect_repository() -> None:
 
 
 def grade(zip_path: Path, submission: Path, out: Path | None = None, prefix: list[str] = (),
-          timeout: float = 1800) -> dict:
+          timeout: float = 1800, user: str | None = None) -> dict:
     """Grade one submission (.ipynb, .zip or a folder) with the autograder zip, as Gradescope does: the
     zip's entry point in Gradescope's layout (the zip unpacked into source/, the upload into
     submission/), in a private temporary folder; return results.json. `prefix` wraps the command (for
-    example `["taskset", "-c", "0"]`); a run longer than `timeout` raises subprocess.TimeoutExpired."""
+    example `["taskset", "-c", "0"]`); a run longer than `timeout` raises subprocess.TimeoutExpired.
+    Gradings side by side need a grading `user` each (cgcnn-student-N); one user grades one at a time."""
     protect_repository()
     with tempfile.TemporaryDirectory(prefix="cgcnn-grade-") as tmp:
         root = Path(tmp)
@@ -200,7 +201,8 @@ def grade(zip_path: Path, submission: Path, out: Path | None = None, prefix: lis
             upload.mkdir()
             shutil.copy(submission, upload)
         (root / "submission_metadata.json").write_text("{}")
-        done = subprocess.run([*prefix, sys.executable, str(root / "source" / "run_otter.py"), str(root), str(ROOT)],
+        command = [sys.executable, str(root / "source" / "run_otter.py"), *(["--user", user] if user else []), str(root), str(ROOT)]
+        done = subprocess.run([*prefix, *command],
                               cwd=root / "source", capture_output=True, text=True, timeout=timeout)
         results = root / "results" / "results.json"
         if not results.is_file():

@@ -1,12 +1,12 @@
 """The releases, as instructors, students and Gradescope use them: built from a clean copy of the
-repository, graded with the real autograder zip through `otter run`."""
+repository, graded with the real autograder zip through Gradescope's entry point (`build.grade`)."""
 
-import csv
 import json
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -16,18 +16,12 @@ from conftest import ASSIGNMENT, ROOT
 
 import build
 
-POINTS = {"q1a": 2, "q1b": 4, "q1c": 2, "q2a": 4, "q2b": 4, "q3": 4, "q4a": 3, "q4b": 7}
-NB = "cgcnn_perovskites.ipynb"
-
-
-def question_scores(results: dict) -> dict:
-    """Points per question from otter's results.json (one entry per question)."""
-    scores = {}
-    for test in results["tests"]:
-        name = test["name"]
-        if name in POINTS:  # otter adds a "Public Tests" summary entry worth nothing
-            scores[name] = scores.get(name, 0) + test.get("score", 0)
-    return scores
+POINTS = build.question_points(nbformat.read(build.MASTER, as_version=4))
+NB = build.NB_NAME
+RELEASES = ["student", "solutions", "autograder"]
+# In the autograder zip only: the grader, its checks and references, and the held-out crystals.
+GRADER_ONLY = ["cgcnn_grading/checks.py", "cgcnn_grading/reference.py", "cgcnn_grading/scoring.py", build.HELDOUT]
+question_scores = build.scores
 
 
 def fill(student_nb, solution_nb, names):
@@ -69,8 +63,12 @@ def test_build_writes_three_releases(built):
     assert images >= 4, "the executed solution shows its plots (graph, labels, curves, parity)"
     answers = (solutions / "written_answers.md").read_text()
     assert answers.count("*Model answer.*") == 2
-    assert (autograder / build.ZIP_NAME).is_file() and (autograder / "test_labels.csv").is_file()
-    assert sorted(p.stem for p in (autograder / "tests").glob("*.py")) == sorted(POINTS)
+    assert sorted(p.name for p in autograder.iterdir()) == [build.ZIP_NAME], "the zip alone: it holds the labels"
+    with zipfile.ZipFile(autograder / build.ZIP_NAME) as z:
+        names = z.namelist()
+        settings = json.loads(z.read("grading.json"))
+    assert set(GRADER_ONLY) <= set(names) and "run_otter.py" in names
+    assert settings["points"] == POINTS
 
 
 def test_solution_gets_full_marks(built, notebooks, tmp_path):
@@ -117,56 +115,51 @@ def _solution_lines():
     return lines
 
 
+def _grader_lines(z: zipfile.ZipFile) -> set[str]:
+    """Distinctive code lines of the grader's checks and references (they hold the hidden inputs and
+    expected values), less those the notebook shows anyway."""
+    master = {l.strip() for c in nbformat.read(ASSIGNMENT / NB, as_version=4).cells for l in c.source.splitlines()}
+    lines = set()
+    for name in GRADER_ONLY[:-1]:
+        lines |= {l.strip() for l in z.read(name).decode().splitlines()
+                  if len(l.strip()) > 30 and not l.strip().startswith(("#", '"', "def ", "return", "from ", "import "))}
+    return lines - master
+
+
 def _student_texts(built):
     for path in (built / "student").rglob("*"):
         if path.is_file() and path.suffix in (".ipynb", ".py", ".csv", ".json", ".md"):
             yield path, path.read_text(errors="replace")
 
 
-def test_student_release_holds_no_solution_hidden_test_or_label(built):
+def test_student_release_holds_no_solution_hidden_check_or_label(built):
     solution_lines = _solution_lines()
-    assert len(solution_lines) > 30
-    hidden_lines, public_test_lines = set(), set()
-    for test_file in (built / "autograder" / "tests").glob("*.py"):
-        blocks = test_file.read_text().split("@test_case(")
-        for block in blocks[1:]:
-            lines = {l.strip() for l in block.splitlines()[1:] if len(l.strip()) > 30}
-            if "hidden=True" in block.split("\n", 1)[0]:
-                hidden_lines |= lines
-            else:
-                public_test_lines |= lines
-    master = nbformat.read(ASSIGNMENT / NB, as_version=4)
-    shared = {l.strip() for c in master.cells if c.cell_type == "code" and "hidden: true" not in c.source
-              for l in c.source.splitlines()}  # imports and set-ups that public cells share
-    hidden_lines -= shared | public_test_lines
-    assert hidden_lines
-    with open(built / "autograder" / "test_labels.csv", newline="") as f:
-        labels = {r["id"]: r["formation_energy_per_atom"] for r in csv.DictReader(f)}
-    assert len(labels) >= 100
-    with open(ASSIGNMENT / "data" / "perovskites" / "metadata.csv", newline="") as f:
-        # a polymorph that relaxed into its twin can share a label with a training entry: not a leak
-        public = {r["formation_energy_per_atom"] for r in csv.DictReader(f) if r["id"] not in labels}
+    with zipfile.ZipFile(built / "autograder" / build.ZIP_NAME) as z:
+        grader_lines = _grader_lines(z)
+        heldout = json.loads(z.read(build.HELDOUT))
+    assert len(solution_lines) > 30 and len(grader_lines) > 100 and len(heldout) >= 100
+    with open(built / "student" / "data" / "perovskites" / "id_prop.csv") as f:
+        # a polymorph that relaxed into its twin can share its label with a training entry: not a leak
+        public = {line.split(",")[1].strip() for line in f}
+    labels = {f"{h['label']:.6f}" for h in heldout.values()} - public  # as id_prop.csv writes them
     for path, text in _student_texts(built):
-        leaked = [l for l in solution_lines | hidden_lines if l in text]
-        assert not leaked, f"{path.relative_to(built)} contains solution or hidden-test lines: {leaked[:3]}"
+        leaked = [l for l in solution_lines | grader_lines if l in text]
+        assert not leaked, f"{path.relative_to(built)} contains solution or grader lines: {leaked[:3]}"
         if path.suffix in (".csv", ".json", ".ipynb"):
-            found = [v for v in labels.values() if v in text and v not in public]
-            assert not found, f"{path.relative_to(built)} contains held-out labels {found[:3]}"
-    with open(built / "student" / "data" / "perovskites" / "id_prop.csv", newline="") as f:
-        assert not set(labels) & {r[0] for r in csv.reader(f)}
+            found = [i for i in heldout if i in text] + [v for v in labels if v in text]
+            assert not found, f"{path.relative_to(built)} names held-out crystals or labels: {found[:3]}"
+    assert not list((built / "student" / "data").rglob(f"{next(iter(heldout))}.cif")), "a held-out CIF was released"
 
 
 def test_committed_releases_match_a_fresh_build(built):
-    """What is committed is what the build makes: rebuilding changes nothing students see."""
-    def cells(path):  # otter gives cells new random ids on every run: compare what they hold
-        return [(c.cell_type, c.source) for c in nbformat.read(path, as_version=4).cells]
+    """What is committed is what the build makes, byte for byte: every file of the three releases."""
+    def files(root):
+        return {p.relative_to(root): p for rel in RELEASES for p in (root / rel).rglob("*") if p.is_file()}
 
-    assert cells(ROOT / "student" / NB) == cells(built / "student" / NB), f"student/{NB} differs: run python build.py"
-    for rel in ["student/cgcnn_utils.py", "student/data/perovskites/id_prop.csv",
-                "solutions/written_answers.md", "autograder/test_labels.csv"]:
-        assert (ROOT / rel).read_text() == (built / rel).read_text(), f"{rel} differs: run python build.py"
-    for test_file in (built / "autograder" / "tests").glob("*.py"):
-        assert (ROOT / "autograder" / "tests" / test_file.name).read_text() == test_file.read_text()
+    committed, fresh = files(ROOT), files(built)
+    assert sorted(committed) == sorted(fresh), "the releases differ in their files: run python build.py"
+    differ = [str(rel) for rel in sorted(fresh) if committed[rel].read_bytes() != fresh[rel].read_bytes()]
+    assert not differ, f"these differ from a fresh build: {differ[:5]}: run python build.py"
 
 
 @pytest.mark.parametrize("damage,message", [

@@ -30,11 +30,10 @@ from packaging.requirements import Requirement
 from conftest import ROOT
 
 import build
-import harness
 from benchmarks import gradescope_limits
 from test_assignment import POINTS as POINTS_PER_QUESTION
 
-NB = harness.NB_NAME
+NB = build.NB_NAME
 POINTS = sum(POINTS_PER_QUESTION.values())  # 30: the autograded parts
 STUDENT, SOLUTION = ROOT / "student" / NB, ROOT / "solutions" / f"{build.NAME}_solution.ipynb"
 # What a student types for the hand-graded questions: distinctive, to be found again downstream.
@@ -202,12 +201,14 @@ def test_staff_read_the_written_answers_as_html_without_latex(trip, monkeypatch)
     assert html.count("data:image/png;base64") >= 4
 
 
+@pytest.mark.grading
 def test_the_exported_zip_gets_full_marks_on_gradescope(tmp_path_factory):
     m = graded_roundtrip(tmp_path_factory)
     assert m.results is not None, f"no results.json: {m.error}"
-    scores = harness.scores(m.results)
+    scores = build.scores(m.results)
     assert sum(scores.values()) == pytest.approx(POINTS), scores
     assert all(t.get("score", 0) == t.get("max_score", 0) for t in m.results["tests"] if "max_score" in t)
+    assert m.results["output"] == "", f"nothing to report for a clean run: {m.results['output']}"
 
 
 # The Colab setup cell -------------------------------------------------------------------------------

@@ -24,24 +24,23 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the grading sandbox n
 @pytest.fixture
 def kernel(tmp_path):
     """Run cells in the sandbox: returns run(sources, probes, limits) -> Outcome."""
-    user = sandbox.ensure_user()
-    sandbox.make_python_reachable(user)
-    scratch = Path(tempfile.mkdtemp(prefix="cgcnn-test-"))
-    os.chmod(scratch, 0o711)
-    work = sandbox.work_directory(user, scratch)
-    shutil.copy(build.ASSIGNMENT / "cgcnn_utils.py", work)
-    sandbox.give(user, work)
-    kernel_dir = scratch / "kernel"
-    kernel_dir.mkdir(mode=0o755)
-    shutil.copy(build.ASSIGNMENT / "cgcnn_kernel.py", kernel_dir)
+    with sandbox.grading_user() as user:
+        scratch = Path(tempfile.mkdtemp(prefix="cgcnn-test-"))
+        os.chmod(scratch, 0o711)
+        work = sandbox.work_directory(user, scratch)
+        shutil.copy(build.ASSIGNMENT / "cgcnn_utils.py", work)
+        sandbox.give(user, work)
+        kernel_dir = scratch / "kernel"
+        kernel_dir.mkdir(mode=0o755)
+        shutil.copy(build.ASSIGNMENT / "cgcnn_kernel.py", kernel_dir)
 
-    def run(sources, probes=(), limits=Limits(cell_cpu_seconds=3, cell_wall_seconds=5, check_seconds=5,
-                                               total_seconds=60)):
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
-        return execution.run(nb, work, kernel_dir, user, list(probes), limits)
+        def run(sources, probes=(), limits=Limits(cell_cpu_seconds=3, cell_wall_seconds=5, check_seconds=5,
+                                                   total_seconds=60)):
+            nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+            return execution.run(nb, work, kernel_dir, user, list(probes), limits)
 
-    yield run, user, tmp_path
-    shutil.rmtree(scratch, ignore_errors=True)
+        yield run, user, tmp_path
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def outputs(outcome) -> str:

@@ -1,70 +1,41 @@
 """The autograder against the catalogue of submissions in tests/submissions.py: every case is graded
-once with the real autograder zip (two at a time, the longest first), then checked part by part.
+once through Gradescope's entry point with the real autograder zip (two at a time, each as a grading
+user of its own, the longest first), then checked part by part.
 
-About 30 minutes on a 2-core machine: most cases re-run the one-minute training, and two cases wait
+About 35 minutes on a 2-core machine: most cases re-run the one-minute training, and two cases wait
 for the grader's time limit per cell. The checks of the catalogue itself take seconds.
 CGCNN_AUTOGRADER_ZIP=path grades the catalogue with another autograder zip (a candidate release).
-
-Every worker is pinned to one CPU (in turn), which its gradings inherit: torch then trains on one
-thread (cgcnn_utils.fit uses the CPUs the process may run on), as on Gradescope's fraction of a CPU.
-Unpinned, two gradings at a time with torch's thread per CPU oversubscribe the cores, and OpenMP's
-waiting threads slowed one training from under a minute to over eight (measured here), enough to
-reach the grader's time limit.
 """
 
-import itertools
 import json
+import math
 import os
 import re
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-import harness
+import build
 import submissions as S
 
-WORKERS = 2
 MINIMUM = {"wrong": 25, "alternative": 6, "adversarial": 10, "malformed": 8, "determinism": 3}
+# The six ways a submission could forge its grade (issue 11): each is tried on a hollow notebook
+# (stubs only) and on an untrained model, and must score what the honest code underneath scores.
+FINDINGS = ["forges_results", "reads_memory", "detached_forger", "pickles", "swaps_verdicts", "retrains_after_check"]
+MAE_TOLERANCE = 0.002  # eV/atom: a re-run on one torch thread repeats the recorded MAE (float32 sums)
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """{case name: (results.json or the exception grading raised, seconds)}, every case graded once:
-    the cases a time limit stops on threads of their own from the start (they mostly wait), the
-    others two at a time, the longest first."""
+    """{case name: (results.json or the exception grading raised, seconds)}, every case graded once."""
     root = tmp_path_factory.mktemp("submissions")
-    base = S.base_notebook()
-    zip_path = S.autograder(root / "autograder", Path(os.environ.get("CGCNN_AUTOGRADER_ZIP", harness.AUTOGRADER_ZIP)))
-
-    def run(case):
-        start = time.perf_counter()
-        try:
-            outcome = S.grade(case, root / case.name, zip_path, base)
-        except Exception as err:  # noqa: BLE001 - reported by the case's own test
-            outcome = err
-        return outcome, time.perf_counter() - start
-
-    cpus, lock, turn = sorted(os.sched_getaffinity(0)), threading.Lock(), itertools.count()
-
-    def pin():  # a worker thread's affinity passes to the processes it starts
-        with lock:
-            os.sched_setaffinity(0, {cpus[next(turn) % len(cpus)]})
-
-    start = time.perf_counter()
-    waiting = [c for c in S.CASES if c.stopped]
-    with pytest.MonkeyPatch.context() as env, ThreadPoolExecutor(len(waiting) or 1, initializer=pin) as slow, \
-            ThreadPoolExecutor(WORKERS, initializer=pin) as pool:
-        env.setenv("OMP_NUM_THREADS", "1")
-        futures = {c.name: slow.submit(run, c) for c in waiting}
-        futures |= {c.name: pool.submit(run, c) for c in sorted(S.CASES, key=lambda c: -c.seconds) if not c.stopped}
-        done = {name: f.result() for name, f in futures.items()}
-    summary = {name: {"seconds": round(sec), "scores": harness.scores(r) if isinstance(r, dict) else repr(r)}
+    zip_path = Path(os.environ.get("CGCNN_AUTOGRADER_ZIP", build.AUTOGRADER_ZIP))
+    done = S.grade_all(S.CASES, root, zip_path)
+    summary = {name: {"seconds": round(sec), "test_mae": S.test_mae(r) if isinstance(r, dict) else None,
+                      "scores": build.scores(r) if isinstance(r, dict) else repr(r)}
                for name, (r, sec) in done.items()}
     (root / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"\ngraded {len(done)} submissions in {time.perf_counter() - start:.0f} s; scores in {root / 'summary.json'}")
+    print(f"\ngraded {len(done)} submissions; scores in {root / 'summary.json'}")
     return done
 
 
@@ -82,6 +53,14 @@ def test_catalogue_has_every_kind_of_case():
     assert broken == set(S.POINTS), f"parts no wrong submission breaks: {set(S.POINTS) - broken}"
 
 
+def test_every_finding_is_tried_on_a_hollow_notebook_and_on_an_untrained_model():
+    names = {c.name: c for c in S.CASES}
+    for finding in FINDINGS:
+        hollow, untrained = names[f"adv_{finding}_hollow"], names[f"adv_{finding}_untrained"]
+        assert hollow.expected == S.zero() and hollow.message, hollow.name
+        assert sum(untrained.expected.values()) == 23 and untrained.message, untrained.name
+
+
 def test_every_edit_still_fits_the_solution(tmp_path):
     base = S.base_notebook()
     for case in S.CASES:
@@ -89,15 +68,16 @@ def test_every_edit_still_fits_the_solution(tmp_path):
 
 
 def test_table_in_docs_matches_the_catalogue():
-    assert S.DOC.is_file() and S.DOC.read_text() == S.table(), "run `python tests/submissions.py`"
+    assert S.DOC.is_file() and S.DOC.read_text() == S.table(), "run `python -m tests.submissions`"
 
 
+@pytest.mark.grading
 @pytest.mark.parametrize("case", S.CASES, ids=lambda c: c.name)
 def test_submission_scores(graded, case):
     results, _ = graded[case.name]
     if isinstance(results, Exception):
         raise results
-    got = harness.scores(results)
+    got = build.scores(results)
     text = S.outputs(results)
     if case.graded:
         assert set(S.POINTS) <= set(got), f"parts missing from the results: {set(S.POINTS) - set(got)}\n{text[:2000]}"
@@ -109,7 +89,20 @@ def test_submission_scores(graded, case):
         assert re.search(case.message, text), f"results.json does not say {case.message!r}:\n{text[:3000]}"
 
 
+@pytest.mark.grading
+@pytest.mark.parametrize("case", [c for c in S.CASES if c.name in S.MEASURED_MAE], ids=lambda c: c.name)
+def test_the_recorded_test_mae_is_what_grading_measures(graded, case):
+    results, _ = graded[case.name]
+    measured, recorded = S.test_mae(results), S.MEASURED_MAE[case.name]
+    assert measured is not None, f"{case.name}: no test MAE in the results"
+    assert math.isclose(measured, recorded, rel_tol=0.01, abs_tol=MAE_TOLERANCE), \
+        f"{case.name}: test MAE {measured:.4g}, the catalogue records {recorded:.4g} (update MEASURED_MAE)"
+
+
+@pytest.mark.grading
 def test_grading_is_deterministic(graded):
     runs = [graded[c.name][0] for c in S.CASES if c.category == "determinism"]
     assert len(runs) >= 3 and all(isinstance(r, dict) for r in runs)
-    assert all(harness.scores(r) == harness.scores(runs[0]) for r in runs)
+    assert all(build.scores(r) == build.scores(runs[0]) for r in runs)
+    maes = [S.test_mae(r) for r in runs]
+    assert all(math.isclose(m, maes[0], rel_tol=0, abs_tol=1e-9) for m in maes), f"another model each time: {maes}"

@@ -74,7 +74,9 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     def write_connection_file(self, **kwargs):
         super().write_connection_file(**kwargs)
-        os.chmod(self.connection_file, 0o644)  # in a folder of root's that only the kernel uses
+        # the kernel's key: its own user's alone, so that another grading's kernel cannot connect
+        os.chown(self.connection_file, self.user.pw_uid, self.user.pw_gid)
+        os.chmod(self.connection_file, 0o600)
 
 
 class CappedClient(NotebookClient):
@@ -168,10 +170,11 @@ def run(nb: nbformat.NotebookNode, work: Path, kernel_dir: Path, user: pwd.struc
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work),
            "PYTHONPATH": f"{kernel_dir}:{work}", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(limits.threads),
            "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
-    start, dead = time.monotonic(), None
+    start, dead, kernel_pid = time.monotonic(), None, None
     try:
         with client.setup_kernel(cwd=str(work), env=env):
-            watchdog = Watchdog(user.pw_uid, km.provisioner.process.pid)
+            kernel_pid = km.provisioner.process.pid
+            watchdog = Watchdog(user.pw_uid, kernel_pid)
             watchdog.start()
             try:
                 for index, ((kind, item), cell) in enumerate(zip(plan, cells)):
@@ -214,9 +217,10 @@ def run(nb: nbformat.NotebookNode, work: Path, kernel_dir: Path, user: pwd.struc
                 watchdog.done.set()
                 outcome.cpu_seconds = sandbox.cpu_seconds(user.pw_uid)
     finally:
-        ended = sandbox.end_all(user.pw_uid)
-    if ended:
-        outcome.events.append(f"Ended {ended} process(es) that the notebook had left running (the grader "
+        # the kernel itself (nbclient leaves a kernel it did not start running) and whatever it left
+        left = sandbox.end_all(user.pw_uid) - {kernel_pid}
+    if left:
+        outcome.events.append(f"Ended {len(left)} process(es) that the notebook had left running (the grader "
                               "ends every process of the submission before it scores).")
     outcome.notebook = executed
     return outcome

@@ -92,9 +92,10 @@ def probes(settings: Settings, checks, heldout: dict) -> list[execution.Probe]:
     return out
 
 
-def grade_submission(source: Path, upload: Path, secret: list[Path] = ()) -> Report:
-    """Grade the upload in `upload` with the autograder unpacked in `source`. `secret` adds paths the
-    grading user must not be able to read (a course's repository, for local grading)."""
+def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_name: str = sandbox.USER) -> Report:
+    """Grade the upload in `upload` with the autograder unpacked in `source`, as the grading user
+    `user_name`. `secret` adds paths that user must not be able to read (a course's repository, for
+    local grading)."""
     for path in (source, upload):
         sandbox.private(path)
     settings = Settings.load(source)
@@ -104,27 +105,26 @@ def grade_submission(source: Path, upload: Path, secret: list[Path] = ()) -> Rep
     embedding = json.loads((source / "files" / "data" / "atom_init.json").read_text())
     checks = all_checks({int(z): np.asarray(v, dtype=np.float32) for z, v in embedding.items()})
 
-    user = sandbox.ensure_user()
-    sandbox.make_python_reachable(user)
-    scratch = Path(tempfile.mkdtemp(prefix="cgcnn-grading-"))
-    try:
-        os.chmod(scratch, 0o711)  # the user may enter its two folders, not list this one
-        work = sandbox.work_directory(user, scratch)
-        for item in upload.iterdir():
-            sandbox.copy_into(item, work / item.name)
-        for name in SHIPPED:  # ours win over the submission's copies
-            sandbox.remove(work / name)
-            sandbox.copy_into(source / "files" / name, work / name)
-        sandbox.give(user, work)
-        kernel_dir = scratch / "kernel"
-        kernel_dir.mkdir(mode=0o755)
-        shutil.copy(Path(__file__).resolve().parents[1] / KERNEL_MODULE, kernel_dir / KERNEL_MODULE)
-        sandbox.cannot_read(user, [source, source / HELDOUT, upload, *secret])
-        outcome = execution.run(notebook, work, kernel_dir, user, probes(settings, checks, heldout),
-                                settings.limits, skip=set(settings.skip_cells))
-    finally:
-        sandbox.end_all(user.pw_uid)
-        shutil.rmtree(scratch, ignore_errors=True)
+    with sandbox.grading_user(user_name) as user:
+        scratch = Path(tempfile.mkdtemp(prefix="cgcnn-grading-"))
+        try:
+            os.chmod(scratch, 0o711)  # the user may enter its two folders, not list this one
+            work = sandbox.work_directory(user, scratch)
+            for item in upload.iterdir():
+                sandbox.copy_into(item, work / item.name)
+            for name in SHIPPED:  # ours win over the submission's copies
+                sandbox.remove(work / name)
+                sandbox.copy_into(source / "files" / name, work / name)
+            sandbox.give(user, work)
+            kernel_dir = scratch / "kernel"
+            kernel_dir.mkdir(mode=0o755)
+            shutil.copy(Path(__file__).resolve().parents[1] / KERNEL_MODULE, kernel_dir / KERNEL_MODULE)
+            sandbox.cannot_read(user, [source, source / HELDOUT, upload, *secret])
+            outcome = execution.run(notebook, work, kernel_dir, user, probes(settings, checks, heldout),
+                                    settings.limits, skip=set(settings.skip_cells))
+        finally:
+            sandbox.end_all(user.pw_uid)
+            shutil.rmtree(scratch, ignore_errors=True)
     results = scoring.score(settings, checks, outcome.answers, outcome.missing, labels, outcome.events)
     return Report(results, outcome.notebook, outcome.events, outcome.stopped, outcome.cpu_seconds)
 
@@ -137,7 +137,7 @@ def write_results(path: Path, results: dict) -> None:
     os.replace(tmp, path)
 
 
-def main(root: Path, private: list[Path] = ()) -> int:
+def main(root: Path, private: list[Path] = (), user_name: str = sandbox.USER) -> int:
     """Gradescope's layout under `root` (/autograder): grade submission/ with source/, write
     results/results.json. Whatever happens, the only results.json is the one written here."""
     source, upload, results_dir = root / "source", root / "submission", root / "results"
@@ -145,7 +145,7 @@ def main(root: Path, private: list[Path] = ()) -> int:
     (results_dir / "results.json").unlink(missing_ok=True)  # never adopt a file this run did not write
     sandbox.private(results_dir)
     try:
-        report = grade_submission(source, upload, [results_dir, *private])
+        report = grade_submission(source, upload, [results_dir, *private], user_name)
         results = report.results
     except GradingError as err:
         results = scoring.error_results(str(err), HELP)

@@ -11,8 +11,11 @@ container privileges: the autograder's files and the results directory are root'
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import pwd
+import re
 import shutil
 import signal
 import stat
@@ -21,8 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-USER = "cgcnn-student"
+USER = "cgcnn-student"  # Gradescope's one grading at a time; parallel local gradings take one user each
 MAX_PROCESSES = 256  # RLIMIT_NPROC for the user: a fork bomb stops there, and the grader can end it
+# One grading per user at a time (the end of a grading ends every process of its user): a lock in a
+# folder of root's, which no grading user can create, hold or replace.
+LOCKS = Path("/run/cgcnn-grading")
 
 
 class SandboxError(RuntimeError):
@@ -47,6 +53,28 @@ def ensure_user(name: str = USER) -> pwd.struct_passwd:
     if done.returncode != 0 and "already exists" not in done.stderr:
         raise SandboxError(f"could not create the grading user {name!r}: {done.stderr.strip()}")
     return pwd.getpwnam(name)
+
+
+@contextlib.contextmanager
+def grading_user(name: str = USER):
+    """The grading user `name`, held for this grading alone: created on first use, Python made
+    reachable for it, a lock taken (a second grading with the same user waits for this one), and on
+    the way out every process of the user ended."""
+    if not re.fullmatch(r"cgcnn-student(-\d+)?", name):
+        raise SandboxError(f"grading users are named cgcnn-student or cgcnn-student-N, not {name!r}")
+    user = ensure_user(name)
+    make_python_reachable(user)
+    LOCKS.mkdir(mode=0o700, exist_ok=True)
+    info = os.lstat(LOCKS)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o077:
+        raise SandboxError(f"{LOCKS} must be a folder of root's alone (mode 700): remove it and grade again")
+    with open(LOCKS / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            end_all(user.pw_uid)  # nothing of an earlier grading that was itself killed
+            yield user
+        finally:
+            end_all(user.pw_uid)
 
 
 def private(path: Path) -> None:
@@ -135,16 +163,16 @@ def cpu_seconds(uid: int) -> float:
     return total / ticks
 
 
-def end_all(uid: int, patience: float = 10.0) -> int:
-    """Kill every process of `uid` until none is left (a process may fork while we kill); return how
-    many were killed. Raises SandboxError if some survive `patience` seconds."""
+def end_all(uid: int, patience: float = 10.0) -> set[int]:
+    """Kill every process of `uid` until none is left (a process may fork while we kill); return the
+    pids killed. Raises SandboxError if some survive `patience` seconds."""
     if uid == 0:
         raise SandboxError("refusing to end root's processes")
     killed, deadline = set(), time.monotonic() + patience
     while True:
         pids = processes(uid)
         if not pids:
-            return len(killed)
+            return killed
         if time.monotonic() > deadline:
             raise SandboxError(f"{len(pids)} processes of the grading user would not end")
         for pid in pids:
