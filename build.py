@@ -232,6 +232,8 @@ def question_points(nb) -> dict[str, float]:
 
 def grading_settings(student_nb, points: dict[str, float], mae_full: float) -> str:
     """grading.json: the settings the grader reads from the zip (see cgcnn_grading.settings)."""
+    import dataclasses
+    import cgcnn_utils
     from cgcnn_grading.settings import MAE_QUESTION, MAE_TIERS, Settings
     tiers = sum(p for _, _, p in MAE_TIERS)
     if tiers != points.get(MAE_QUESTION):
@@ -245,7 +247,7 @@ def grading_settings(student_nb, points: dict[str, float], mae_full: float) -> s
     if set(checks) != set(points):
         raise BuildError(f"the student notebook's check cells {sorted(checks)} do not match its parts {sorted(points)}")
     export = [c.source.strip() for c in student_nb.cells if c.cell_type == "code" and "grader.export(" in c.source]
-    return Settings(NAME, points, checks, export, mae_full).dump()
+    return Settings(NAME, points, checks, export, mae_full, dataclasses.asdict(cgcnn_utils.GRAPH)).dump()
 
 
 def finish_zip(path: Path, extra: dict[str, bytes]) -> None:

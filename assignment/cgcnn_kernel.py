@@ -21,10 +21,10 @@ A request is a dict with an `id` and an `op`:
     cgcnn_stages         {"init_kwargs": {...}, "state": {...}, "inputs": [...], "embedded": array}
                          CGCNN's output, the types of its layers, and the submission's own layers and
                          pooling applied to `embedded` (part 4a tests the assembly of those)
-    heldout_predictions  {"structures": {id: CIF text}, "batch_size": int}  the trained `model`'s
-                         predictions (eV/atom) for crystals the notebook has never seen, featurised with
-                         the notebook's own atom_features, neighbor_list and gaussian_expand, with the
-                         model's parameters and its input batches (the grader recomputes them)
+    trained_model        {}  the trained `model`'s parameters and buffers (state dict), the name of its
+                         pooling function and the normalizer's mean and std: the grader evaluates
+                         them in its own reference CGCNN on the held-out crystals, which never
+                         reach this kernel
 
 Values are JSON, with {"__ndarray__": base64 .npy} for arrays, {"__tensor__": ...} for inputs that
 are torch tensors, {"__structure__": Structure.as_dict()} for crystals and {"__global__": name} for a
@@ -156,39 +156,16 @@ def _cgcnn_stages(ns, init_kwargs, state, inputs, embedded):
     return {"output": output, "conv_types": [type(layer).__name__ for layer in model.convs], "pooled": pooled}
 
 
-class _Structures:
-    """Crystals handed over by the grader, in the shape of cgcnn_utils.CrystalDataset."""
-
-    def __init__(self, cifs: dict[str, str]):
-        self.cifs = cifs
-
-    def structure(self, id_):
-        import warnings
-        from pymatgen.core import Structure
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return Structure.from_str(self.cifs[id_], fmt="cif")
-
-
-def _heldout_predictions(ns, structures, batch_size=256):
-    import cgcnn_utils
-    ids = list(structures)
-    graphs = cgcnn_utils.build_graphs(_Structures(structures), ids, ns["embedding"], ns["atom_features"],
-                                      ns["neighbor_list"], ns["RADIUS"], ns["MAX_NUM_NBR"], progress=False)
-    batches = cgcnn_utils.make_batches(graphs, {}, ids, ns["gaussian_expand"], batch_size)
+def _trained_model(ns):
+    """The trained `model`'s parameters and buffers, its pooling and the target normalizer: the grader
+    evaluates them in its own CGCNN on crystals this kernel never sees."""
     model, normalizer = ns["model"], ns["normalizer"]
-    predictions = cgcnn_utils.predict(model, batches, normalizer)
-    return {"ids": list(predictions), "predictions": [predictions[i] for i in predictions],
-            # what the grader needs to recompute the predictions from the network's parameters
-            "state": {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")},
+    return {"state": {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")},
             "pool": getattr(getattr(model, "pool", None), "__name__", None),
-            "normalizer": [normalizer.mean, normalizer.std],
-            "batches": [{"ids": b.ids, "atom_fea": b.atom_fea, "nbr_fea": b.nbr_fea, "nbr_idx": b.nbr_idx,
-                         "crystal_idx": b.crystal_idx, "n_crystals": b.n_crystals} for b in batches]}
+            "normalizer": [float(normalizer.mean), float(normalizer.std)]}
 
 
-OPERATIONS = {"call": _call, "module": _module, "cgcnn_stages": _cgcnn_stages,
-              "heldout_predictions": _heldout_predictions}
+OPERATIONS = {"call": _call, "module": _module, "cgcnn_stages": _cgcnn_stages, "trained_model": _trained_model}
 
 
 def answer(namespace: dict, requests: list[dict]) -> dict:

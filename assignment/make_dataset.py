@@ -39,8 +39,7 @@ import numpy as np
 from pymatgen.core import Composition, Element, Lattice, Species, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-sys.path.insert(0, str(Path(__file__).parent))
-from embedding import check_covered, load_embedding, write_atom_init  # noqa: E402
+from embedding import check_covered, load_embedding, write_atom_init
 
 DATA = Path(__file__).parent / "data"
 CACHE = DATA / ".cache" / "relaxations.jsonl"

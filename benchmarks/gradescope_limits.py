@@ -27,6 +27,11 @@ are read, and charged to the cgroup, as in a fresh container.
 Wall times grow with whatever else runs on this machine; the CPU times do not, which is why the
 recommended timeout is derived from them. One run takes 1 to 2 CPU minutes (`--only "0.5 CPU, 1 thread"`
 runs Gradescope's default container alone); all six about 10.
+
+`--baseline COMMIT` grades, in each chosen configuration and in turn (baseline, current, baseline,
+...), the solution of COMMIT with the autograder zip of COMMIT (both as committed there) and the
+current ones, and prints the current run's CPU time as a ratio of the baseline's: what a change of
+the grader costs, measured in one process under the same conditions.
 """
 
 from __future__ import annotations
@@ -256,14 +261,46 @@ def recommend(runs: list[Measurement]) -> str:
             f"(2 x the 1-core CPU time for half a CPU, 25 % margin{measured}); memory: {memory}")
 
 
+SOLUTION = Path("solutions") / f"{build.NAME}_solution.ipynb"
+ZIP = build.AUTOGRADER_ZIP.relative_to(ROOT)
+
+
+def committed(commit: str, folder: Path) -> tuple[Path, Path]:
+    """The solution notebook and autograder zip as committed at `commit`, written into `folder`."""
+    paths = []
+    for rel in (SOLUTION, ZIP):
+        data = subprocess.run(["git", "show", f"{commit}:{rel}"], cwd=ROOT, capture_output=True, check=True).stdout
+        (folder / rel.name).write_bytes(data)
+        paths.append(folder / rel.name)
+    return paths[0], paths[1]
+
+
+def compare(baseline: str, configs: list[tuple], runs: int) -> None:
+    """Baseline and current gradings in turn, per configuration; CPU ratios current / baseline."""
+    with tempfile.TemporaryDirectory(prefix="cgcnn-gs-baseline-") as tmp:
+        old = committed(baseline, Path(tmp))
+        for label, cpus, limit, share, threads in configs:
+            cpu = {"baseline": [], "current": []}
+            for r in range(runs):
+                for name, (solution, zip_path) in (("baseline", old), ("current", (ROOT / SOLUTION, build.AUTOGRADER_ZIP))):
+                    m = measure(solution, Path(tmp), f"{label} {name}"[:18], cpus, limit, share, threads, zip_path)
+                    cpu[name].append(m.cpu_seconds)
+                    print(f"{name:<8} {m.line()}" + (f"  ({m.error.splitlines()[0][:100]})" if m.error else ""), flush=True)
+            b, c = (sum(v) / len(v) for v in cpu.values())
+            print(f"{label}: current {c:.1f} s CPU vs baseline {baseline} {b:.1f} s: {c / b:.2f}x", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1, help="runs per configuration (default 1)")
     parser.add_argument("--only", default="", help="only the configurations whose label contains this")
+    parser.add_argument("--baseline", help="a commit whose solution and autograder zip to compare with")
     args = parser.parse_args()
-    solution = ROOT / "solutions" / f"{build.NAME}_solution.ipynb"
+    solution = ROOT / SOLUTION
     if not solution.is_file() or not build.AUTOGRADER_ZIP.is_file():
         sys.exit("run `python build.py` first: the benchmark grades its releases")
+    if args.baseline:
+        return compare(args.baseline, [c for c in CONFIGS if args.only in c[0]], args.runs)
     reason = cgroup_unavailable()
     if reason:
         print(f"note: {reason}; the memory-limited configurations are not run")

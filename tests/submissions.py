@@ -385,8 +385,11 @@ RETRAIN_AFTER_CHECK = """
     cgcnn_utils.fit(model, train_epoch, train_batches, val_batches, normalizer, data.targets, 15, progress=False)
 """
 STUB_Q1A = "atom_features is not written yet"  # what q1a says of the released stub
+UNTRAINED = "test_mae_within_twice_the_threshold: failed"  # what 4b says of an untrained model
+ENDED = r"Ended \d+ process\(es\) that the notebook had left running"  # the grader's clean end
+GATED = "which is your network only when parts q2b, q3, q4a pass"  # 4b, when the network is not the notebook's
 STEP_AWAY = r"one step away from a centre gives exp\(-1\)"  # q1c's public test, of `/ var`
-# Three wrong parts the training does not use, for the cheating notebooks to hide
+# Three wrong parts, for the cheating notebooks to hide
 WRONG_1C_2B_3 = (replace("def gaussian_expand", "/ var ** 2", "/ var"),
                  replace("class GatedConv", "self.sigmoid(nbr_filter)", "nbr_filter"),
                  replace("def mean_pool", "include_self=False", "include_self=True"))
@@ -421,20 +424,18 @@ PEEKS_AT_EXPECTED = """
 
 def _lookup_table(hollow: bool = False) -> Edit:
     """A table of held-out labels computed elsewhere (e.g. with CHGNet on every candidate crystal),
-    looked up by the crystal's own text when the grader asks for predictions: in place of the model's
-    answers, or (hollow) with no model at all."""
-    import hashlib
-    table = {hashlib.sha1(e["cif"].encode()).hexdigest(): e["label"] for e in heldout().values()}
+    sent with the model (or, hollow, with no model at all) when the grader asks for the trained model:
+    the grader predicts the held-out crystals itself and reads nothing else."""
+    table = sorted(e["label"] for e in heldout().values())
     code = f"""
-        import hashlib
         import cgcnn_kernel
         _TABLE = {table!r}
-        _honest = cgcnn_kernel.OPERATIONS["heldout_predictions"]
-        def _lookup(ns, structures, batch_size=256):
-            answer = {{"ids": list(structures)}} if {hollow} else _honest(ns, structures, batch_size)
-            answer["predictions"] = [_TABLE[hashlib.sha1(structures[i].encode()).hexdigest()] for i in answer["ids"]]
+        _honest = cgcnn_kernel.OPERATIONS["trained_model"]
+        def _with_table(ns):
+            answer = {{}} if {hollow} else _honest(ns)
+            answer["predictions"] = _TABLE
             return answer
-        cgcnn_kernel.OPERATIONS["heldout_predictions"] = _lookup
+        cgcnn_kernel.OPERATIONS["trained_model"] = _with_table
     """
     return insert(TRAINING, code)
 
@@ -529,36 +530,37 @@ CASES: list[Case] = [
          body("class SharedConv", """
              z = torch.cat([atom_fea[nbr_idx], nbr_fea], dim=2)
              return self.softplus(self.fc_neighbor(z).sum(dim=0) + self.fc_self(atom_fea))
-         """), full(q2a=0, q4a=0)),
+         """), full(q2a=0, q4a=0, q4b=0), message=GATED),
     Case("q2a_missing_self_term", "wrong", "shared convolution without the self term v_i W_s + b",
          replace("class SharedConv", "self.softplus(summed + self.fc_self(atom_fea))", "self.softplus(summed)"),
          full(q2a=0)),
     Case("q2b_gate_core_swapped", "wrong", "gated convolution: first half through softplus, second "
          "through sigmoid (the network trains as well)",
          replace("class GatedConv", "nbr_filter, nbr_core = gated.chunk", "nbr_core, nbr_filter = gated.chunk"),
-         full(q2b=0)),
+         full(q2b=0, q4b=0), message=GATED),
     Case("q2b_missing_sigmoid", "wrong", "gated convolution without the sigmoid on the filter",
-         replace("class GatedConv", "self.sigmoid(nbr_filter)", "nbr_filter"), full(q2b=0)),
+         replace("class GatedConv", "self.sigmoid(nbr_filter)", "nbr_filter"), full(q2b=0, q4b=0), message=GATED),
     Case("q2b_missing_residual", "wrong", "gated convolution without the residual connection",
          replace("class GatedConv", "self.softplus2(atom_fea + self.bn2(summed))", "self.softplus2(self.bn2(summed))"),
-         full(q2b=0)),
+         full(q2b=0, q4b=0), message=GATED),
     Case("q2b_bn1_per_neighbour_slot", "wrong", "bn1 normalises each neighbour slot on its own: same in "
          "eval mode (public test), other statistics in training mode (hidden)",
          replace("class GatedConv", BN1, "gated = torch.stack([self.bn1(gated[:, k]) for k in range(m)], dim=1)"),
-         full(q2b=0)),
+         full(q2b=0, q4b=0), message=GATED),
     Case("q2b_concat_wrong_order", "wrong", "gated convolution concatenating neighbour, centre, edge "
          "(the task says centre, neighbour, edge)",
-         body("class GatedConv", _gated_concat("neighbour", "centre")), full(q2b=0)),
+         body("class GatedConv", _gated_concat("neighbour", "centre")), full(q2b=0, q4b=0), message=GATED),
     # -- wrong: part 3 ------------------------------------------------------------------------
     Case("q3_sum_instead_of_mean", "wrong", "mean pooling that sums (no division by the atom counts): an "
-         "intensive property predicted from an extensive sum; the model trains to a test MAE of 0.18 eV/atom, "
-         "just over twice the threshold, so 4b scores 0",
-         replace("def mean_pool", "return summed / counts[:, None]", "return summed"), full(q3=0, q4b=0)),
+         "intensive property predicted from an extensive sum; 4b is not scored (the network is not the "
+         "notebook's own)",
+         replace("def mean_pool", "return summed / counts[:, None]", "return summed"), full(q3=0, q4b=0),
+         message=GATED),
     Case("q3_max_over_whole_batch", "wrong", "max pooling over the whole batch instead of per crystal "
          "(training uses mean pooling)",
-         body("def mean_pool", "return atom_fea.max(dim=0).values.expand(n_crystals, -1)", block=1), full(q3=0)),
+         body("def mean_pool", "return atom_fea.max(dim=0).values.expand(n_crystals, -1)", block=1), full(q3=0, q4b=0), message=GATED),
     Case("q3_max_include_self", "wrong", "max pooling with include_self=True over zeros: negative maxima become 0",
-         replace("def mean_pool", "include_self=False", "include_self=True"), full(q3=0)),
+         replace("def mean_pool", "include_self=False", "include_self=True"), full(q3=0, q4b=0), message=GATED),
     Case("q3_reshape_equal_sizes", "wrong", "mean pooling by reshape, right only when every crystal has "
          "the same number of atoms; the network then fails on 4a's batches and on the training batches, "
          "which mix sizes, so 4a and 4b fail too",
@@ -567,9 +569,9 @@ CASES: list[Case] = [
     # -- wrong: part 4 ------------------------------------------------------------------------
     Case("q4a_no_activation_in_head", "wrong", "CGCNN head without the two softplus activations",
          replace("class CGCNN", "hidden = self.softplus(self.conv_to_fc(self.softplus(crystal)))",
-                 "hidden = self.conv_to_fc(crystal)"), full(q4a=0)),
+                 "hidden = self.conv_to_fc(crystal)"), full(q4a=0, q4b=0), message=GATED),
     Case("q4a_ignores_pool_option", "wrong", "CGCNN always mean-pools, whatever `pool` says",
-         replace("class CGCNN", "crystal = self.pool(x,", "crystal = mean_pool(x,"), full(q4a=0)),
+         replace("class CGCNN", "crystal = self.pool(x,", "crystal = mean_pool(x,"), full(q4a=0, q4b=0), message=GATED),
     Case("q4a_no_squeeze", "wrong", "CGCNN returns shape (C, 1): the loss then broadcasts (C, 1) against "
          "(C,) and the model learns the mean, so 4b fails too",
          replace("class CGCNN", "return self.fc_out(hidden).squeeze(-1)", "return self.fc_out(hidden)"),
@@ -691,10 +693,11 @@ CASES: list[Case] = [
          "torch.allclose, assert_allclose, math.isclose made to always pass",
          edits(stubs(*ALL_PARTS), insert(IMPORTS, PATCH_COMPARISONS)), zero(), message=STUB_Q1A, trains=False),
     Case("adv_patched_abs", "adversarial", "wrong code (1c, 2b, 3) and abs, np.abs, torch.abs made to "
-         "return zeros", edits(*WRONG_1C_2B_3, insert(IMPORTS, PATCH_ABS)), full(q1c=0, q2b=0, q3=0)),
+         "return zeros", edits(*WRONG_1C_2B_3, insert(IMPORTS, PATCH_ABS)), full(q1c=0, q2b=0, q3=0, q4b=0),
+         message=GATED),
     Case("adv_repatched_before_checks", "adversarial", "wrong code (1c, 2b, 3); an IPython hook patches "
          "abs before every check", edits(*WRONG_1C_2B_3, insert(IMPORTS, REPATCH_BEFORE_CHECKS)),
-         full(q1c=0, q2b=0, q3=0)),
+         full(q1c=0, q2b=0, q3=0, q4b=0), message=GATED),
     Case("adv_reads_hidden_tests", "adversarial", "gaussian_expand wrong (`/ var`) unless it finds q1c's "
          "hidden test on disk", body("def gaussian_expand", READS_HIDDEN_TEST), full(q1c=0), message=STEP_AWAY),
     Case("adv_peeks_at_expected", "adversarial", "gaussian_expand right for the public grid only, and "
@@ -708,12 +711,12 @@ CASES: list[Case] = [
          edits(replace("def train_epoch", STEP, ""), insert(TRAINING, READ_LABELS)), full(q4b=0)),
     Case("adv_overwrites_labels", "adversarial", "an untrained model, and the held-out files overwritten",
          edits(replace("def train_epoch", STEP, ""), insert(TRAINING, OVERWRITE_LABELS)), full(q4b=0)),
-    Case("adv_lookup_table", "adversarial", "an untrained model whose held-out predictions are replaced "
-         "by a table of labels computed elsewhere (the grader recomputes them from the parameters)",
-         edits(replace("def train_epoch", STEP, ""), _lookup_table()), full(q4b=0),
-         message="not what the trained network computes"),
-    Case("adv_lookup_table_hollow", "adversarial", "stubs only, and a table of held-out labels answered "
-         "for the predictions", edits(stubs(*ALL_PARTS), _lookup_table(hollow=True)), zero(), trains=False),
+    Case("adv_lookup_table", "adversarial", "an untrained model, and a table of held-out labels computed "
+         "elsewhere sent with it (the grader predicts the held-out crystals itself)",
+         edits(replace("def train_epoch", STEP, ""), _lookup_table()), full(q4b=0), message=UNTRAINED),
+    Case("adv_lookup_table_hollow", "adversarial", "stubs only, and a table of held-out labels sent as the "
+         "trained model", edits(stubs(*ALL_PARTS), _lookup_table(hollow=True)), zero(), message=STUB_Q1A,
+         trains=False),
     Case("adv_shipped_support_module", "adversarial", "the zip ships a cgcnn_utils.py whose predict() "
          "returns the mean: the autograder's copy wins", None, full(), upload="zip",
          files=_support_module_predicting_the_mean),
@@ -735,14 +738,18 @@ CASES: list[Case] = [
     Case(f"adv_{name}_{kind}", "adversarial", f"{what} ({'stubs only' if kind == 'hollow' else 'an untrained model'})",
          edits(stubs(*ALL_PARTS) if kind == "hollow" else replace("def train_epoch", STEP, ""),
                insert(TRAINING if where == "train" else CHECK_4B, code)),
-         zero() if kind == "hollow" else full(q4b=0), trains=kind != "hollow", marker=marker)
-    for name, what, code, where, marker in [
-        ("forges_results", "a forged results.json and the grader's processes killed", FORGE_RESULTS_AND_KILL, "train", None),
-        ("reads_memory", "the grader's memory read through /proc", READ_GRADER_MEMORY, "train", None),
-        ("detached_forger", "a detached process that rewrites results.json", DETACHED_FORGER, "train", None),
-        ("pickles", "pickles sent to every local port and left as results", SEND_PICKLES, "train", PICKLE_MARKER),
-        ("swaps_verdicts", "otter's checker and the grader's probe replaced in the kernel", SWAP_VERDICTS, "train", None),
-        ("retrains_after_check", "a later cell trains another model", RETRAIN_AFTER_CHECK, "check", None),
+         zero() if kind == "hollow" else full(q4b=0), trains=kind != "hollow", marker=marker,
+         message=said.get(kind) or (STUB_Q1A if kind == "hollow" else UNTRAINED))
+    for name, what, code, where, marker, said in [
+        ("forges_results", "a forged results.json and the grader's processes killed", FORGE_RESULTS_AND_KILL,
+         "train", None, {}),
+        ("reads_memory", "the grader's memory read through /proc", READ_GRADER_MEMORY, "train", None, {}),
+        ("detached_forger", "a detached process that rewrites results.json", DETACHED_FORGER, "train", None,
+         {"hollow": ENDED, "untrained": ENDED}),
+        ("pickles", "pickles sent to every local port and left as results", SEND_PICKLES, "train", PICKLE_MARKER, {}),
+        ("swaps_verdicts", "otter's checker and the grader's probe replaced in the kernel", SWAP_VERDICTS, "train",
+         None, {"untrained": "the trained model could not be read"}),
+        ("retrains_after_check", "a later cell trains another model", RETRAIN_AFTER_CHECK, "check", None, {}),
     ] for kind in ("hollow", "untrained")
 ] + [
     # -- malformed or hostile -----------------------------------------------------------------

@@ -225,3 +225,31 @@ def test_the_reference_network_matches_the_solution_in_eval_mode(conv, pool):
         x, e = rng.normal(size=(6, 92)), rng.uniform(size=(6, 3, 7))
         want = model(*(torch.tensor(a) for a in (x, e, idx, c)), 3).numpy()
     assert np.abs(reference.cgcnn_forward(state, x, e, idx, c, 3, conv=conv, pool=pool) - want).max() < 1e-6
+
+
+def test_the_grader_predicts_the_held_out_crystals_as_the_solution_model_does():
+    """4b's predictions are the grader's: the model's parameters in the reference CGCNN on graphs the
+    grader builds (reference.batch). For the solution (its own graphs, float32) they agree to 1e-4."""
+    from cgcnn_grading import scoring
+    namespace = _namespace()
+    data = cgcnn_utils.load_dataset()
+    ids = data.ids("test")[:12]
+    torch.manual_seed(0)
+    model = namespace["CGCNN"](nbr_fea_len=len(reference.gaussian_centres(0, cgcnn_utils.GRAPH.radius,
+                                                                          cgcnn_utils.GRAPH.step)))
+    model.eval()
+    normalizer = cgcnn_utils.Normalizer([-2.0, -3.0])
+    graphs = cgcnn_utils.build_graphs(data, ids, namespace["embedding"], namespace["atom_features"],
+                                      namespace["neighbor_list"], progress=False)
+    batches = cgcnn_utils.make_batches(graphs, data.targets, ids, namespace["gaussian_expand"], 5)
+    theirs = cgcnn_utils.predict(model, batches, normalizer)
+    labels = np.array([data.targets[i] for i in ids])
+    heldout = scoring.Heldout(reference.batch([data.structure(i) for i in ids], namespace["embedding"],
+                                              cgcnn_utils.GRAPH.radius, cgcnn_utils.GRAPH.max_num_nbr,
+                                              cgcnn_utils.GRAPH.step), labels)
+    raw = json.loads(json.dumps(cgcnn_kernel.answer({"model": model, "normalizer": normalizer},
+                                                    [{"id": "model", "op": "trained_model"}])))
+    mae, why = scoring.heldout_mae(raw, None, heldout)
+    assert why == "" and mae == pytest.approx(np.mean([abs(theirs[i] - y) for i, y in zip(ids, labels)]), abs=1e-4)
+    raw["model"] = {"__error__": "NameError: name 'model' is not defined"}
+    assert scoring.heldout_mae(raw, None, heldout)[0] is None

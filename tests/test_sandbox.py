@@ -84,8 +84,10 @@ def test_no_process_of_the_submission_outlives_the_notebook(kernel):
 
 def test_a_cell_past_its_cpu_time_is_stopped_by_name_and_the_next_cells_run(kernel):
     run, _, _ = kernel
+    # a wall-clock limit far away: on a busy machine the loop gets its 3 CPU-seconds late, not never
     outcome = run(["while True:\n    pass", "def f(x):\n    return 2 * x", 'grader.check("q")'],
-                  [execution.Probe("q", [{"id": "a", "op": "call", "function": "f", "args": [3]}], 'grader.check("q")')])
+                  [execution.Probe("q", [{"id": "a", "op": "call", "function": "f", "args": [3]}], 'grader.check("q")')],
+                  Limits(cell_cpu_seconds=3, cell_wall_seconds=300, check_seconds=60, total_seconds=600))
     assert outcome.stopped == ["the cell starting 'while True:' was stopped after 3 s of CPU time (time limit)"]
     assert outcome.answers == {"q": {"a": 6}}
 
@@ -128,7 +130,7 @@ def test_a_hollow_notebook_that_attacks_the_grader_scores_nothing(tmp_path):
 
 
 @pytest.mark.grading
-def test_the_solution_scores_full_marks_and_a_lookup_table_is_caught(tmp_path):
+def test_the_solution_scores_full_marks_and_a_table_of_labels_changes_nothing(tmp_path):
     solution = _grade(tmp_path, S.Case("solution", "determinism", "", None, S.full()))
     assert build.scores(solution) == S.full(), solution
     assert 0 < solution["extra_data"]["test_mae"] < 0.09
@@ -136,4 +138,4 @@ def test_the_solution_scores_full_marks_and_a_lookup_table_is_caught(tmp_path):
         S.replace("def train_epoch", S.STEP, ""), S._lookup_table(), S.insert(S.CHECK_4B, S.RETRAIN_AFTER_CHECK)),
         S.full(q4b=0)))
     assert build.scores(cheat) == S.full(q4b=0)
-    assert "not what the trained network computes" in cheat["tests"][-1]["output"]
+    assert S.UNTRAINED in cheat["tests"][-1]["output"], "the untrained model's own MAE is what counts"

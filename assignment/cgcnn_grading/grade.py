@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 
-from . import execution, sandbox, scoring
+from . import execution, reference, sandbox, scoring
 from .checks import checks as all_checks
 from .settings import MAE_QUESTION, Settings
 
@@ -73,23 +73,26 @@ def read_notebook(path: Path, assignment: str) -> nbformat.NotebookNode:
     return nb
 
 
-def anonymous(heldout: dict) -> dict[str, str]:
-    """{name the kernel sees: id}: the held-out ids name formula and polymorph, which a notebook could
-    look up in answers computed elsewhere; the kernel gets neutral names in a shuffled order."""
-    ids = sorted(heldout)
-    order = np.random.default_rng(0).permutation(len(ids))
-    return {f"crystal-{k:03d}": ids[j] for k, j in enumerate(order)}
-
-
-def probes(settings: Settings, checks, heldout: dict) -> list[execution.Probe]:
+def probes(settings: Settings, checks) -> list[execution.Probe]:
     out = []
     for question in settings.points:
         requests = [r for c in checks if c.question == question for r in c.requests]
         if question == MAE_QUESTION:
-            requests.append({"id": "predictions", "op": "heldout_predictions",
-                             "structures": {k: heldout[i]["cif"] for k, i in anonymous(heldout).items()}})
+            requests.append({"id": "model", "op": "trained_model"})
         out.append(execution.Probe(question, requests, settings.check_cells.get(question)))
     return out
+
+
+def heldout_set(path: Path, embedding: dict, graph: dict) -> scoring.Heldout:
+    """The held-out crystals as the grader's CGCNN reads them, built here from their CIFs."""
+    import warnings
+    from pymatgen.core import Structure
+    entries = json.loads(path.read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # CIF parsing notes about rounded occupancies
+        structures = [Structure.from_str(entries[i]["cif"], fmt="cif") for i in sorted(entries)]
+    inputs = reference.batch(structures, embedding, graph["radius"], graph["max_num_nbr"], graph["step"])
+    return scoring.Heldout(inputs, np.array([float(entries[i]["label"]) for i in sorted(entries)]))
 
 
 def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_name: str = sandbox.USER) -> Report:
@@ -100,10 +103,10 @@ def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_n
         sandbox.private(path)
     settings = Settings.load(source)
     notebook = read_notebook(find_notebook(upload), settings.assignment)
-    heldout = json.loads((source / HELDOUT).read_text())
-    labels = {k: float(heldout[i]["label"]) for k, i in anonymous(heldout).items()}
     embedding = json.loads((source / "files" / "data" / "atom_init.json").read_text())
-    checks = all_checks({int(z): np.asarray(v, dtype=np.float32) for z, v in embedding.items()})
+    embedding = {int(z): np.asarray(v, dtype=np.float32) for z, v in embedding.items()}
+    checks = all_checks(embedding)
+    heldout = heldout_set(source / HELDOUT, embedding, settings.graph)
 
     with sandbox.grading_user(user_name) as user:
         scratch = Path(tempfile.mkdtemp(prefix="cgcnn-grading-"))
@@ -120,12 +123,12 @@ def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_n
             kernel_dir.mkdir(mode=0o755)
             shutil.copy(Path(__file__).resolve().parents[1] / KERNEL_MODULE, kernel_dir / KERNEL_MODULE)
             sandbox.cannot_read(user, [source, source / HELDOUT, upload, *secret])
-            outcome = execution.run(notebook, work, kernel_dir, user, probes(settings, checks, heldout),
+            outcome = execution.run(notebook, work, kernel_dir, user, probes(settings, checks),
                                     settings.limits, skip=set(settings.skip_cells))
         finally:
             sandbox.end_all(user.pw_uid)
             shutil.rmtree(scratch, ignore_errors=True)
-    results = scoring.score(settings, checks, outcome.answers, outcome.missing, labels, outcome.events)
+    results = scoring.score(settings, checks, outcome.answers, outcome.missing, heldout, outcome.events)
     return Report(results, outcome.notebook, outcome.events, outcome.stopped, outcome.cpu_seconds)
 
 

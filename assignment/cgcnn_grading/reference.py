@@ -46,6 +46,34 @@ def sorted_neighbours(structure, radius: float) -> list[list[tuple[float, int]]]
     return [sorted((nb.nn_distance, nb.index) for nb in nbrs) for nbrs in structure.get_all_neighbors(radius)]
 
 
+def crystal_graph(structure, embedding: dict, radius: float, max_num_nbr: int):
+    """The graph the notebook's solution builds: atom features (N, 92), and each atom's `max_num_nbr`
+    nearest neighbours within `radius` as indices and distances (N, M), ties in pymatgen's order,
+    rows padded with the atom itself at radius + 1."""
+    n = len(structure)
+    centres, points, _, dists = structure.get_neighbor_list(r=radius)
+    nbr_idx = np.repeat(np.arange(n)[:, None], max_num_nbr, axis=1)
+    nbr_dist = np.full((n, max_num_nbr), radius + 1.0)
+    for i in range(n):
+        mine = np.flatnonzero(centres == i)
+        nearest = mine[np.argsort(dists[mine], kind="stable")][:max_num_nbr]
+        nbr_idx[i, :len(nearest)], nbr_dist[i, :len(nearest)] = points[nearest], dists[nearest]
+    return atom_features(structure, embedding), nbr_idx, nbr_dist
+
+
+def batch(structures: list, embedding: dict, radius: float, max_num_nbr: int, step: float) -> dict:
+    """`cgcnn_forward`'s inputs for these crystals as one batch: atom_fea (N, 92), nbr_fea (N, M, K),
+    nbr_idx (N, M) into the batch, crystal_idx (N,), n_crystals."""
+    parts, offset = [], 0
+    for c, structure in enumerate(structures):
+        atom_fea, nbr_idx, nbr_dist = crystal_graph(structure, embedding, radius, max_num_nbr)
+        parts.append((atom_fea, gaussian_expand(nbr_dist, 0.0, radius, step), nbr_idx + offset, np.full(len(atom_fea), c)))
+        offset += len(atom_fea)
+    atom_fea, nbr_fea, nbr_idx, crystal_idx = (np.concatenate(a) for a in zip(*parts))
+    return {"atom_fea": atom_fea, "nbr_fea": nbr_fea, "nbr_idx": nbr_idx, "crystal_idx": crystal_idx,
+            "n_crystals": len(structures)}
+
+
 def gaussian_centres(dmin: float, dmax: float, step: float) -> np.ndarray:
     """The K = round((dmax - dmin) / step) + 1 centres dmin, dmin + step, ..., dmax: (K,)."""
     return dmin + step * np.arange(int(round((dmax - dmin) / step)) + 1)

@@ -4,13 +4,21 @@ nothing over its checks, part 4b in tiers of its test-set MAE; and the results.j
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import reference
 from .checks import Answers, Check
-from .settings import FORWARD_PARTS, MAE_QUESTION, MAE_TIERS, PREDICTION_TOLERANCE, Settings
+from .settings import FORWARD_PARTS, MAE_QUESTION, MAE_TIERS, Settings
+
+
+@dataclass(frozen=True)
+class Heldout:
+    """The held-out crystals as the grader's CGCNN reads them (reference.batch) and their labels."""
+
+    inputs: dict
+    labels: np.ndarray  # eV/atom, in the order of the crystals in `inputs`
 
 MESSAGE_CHARS = 600  # of one failed check's message: enough to act on, never a page of arrays
 
@@ -33,68 +41,49 @@ def _verdicts(checks: list[Check], raw: dict | None, missing: str | None) -> lis
     return failures
 
 
-def heldout_mae(raw: dict | None, missing: str | None, labels: dict[str, float],
-                verify: bool) -> tuple[float | None, str]:
-    """The test-set MAE of the model's predictions as the probe captured them, or None and why not.
-    With `verify`, the predictions must be what the reference network computes from the model's
-    parameters and input batches."""
+def heldout_mae(raw: dict | None, missing: str | None, heldout: "Heldout") -> tuple[float | None, str]:
+    """The test-set MAE of the trained model as the probe captured it at 4b's check, or None and why
+    not: its parameters, pooling and normalizer evaluated in the grader's own CGCNN (reference.py) on
+    the grader's own graphs of the held-out crystals. Nothing the kernel computes is a prediction."""
     if raw is None:
         return None, f"not checked: {missing}"
     try:
-        answer = Answers(raw)["predictions"]
-        ids, values = list(answer["ids"]), np.asarray(answer["predictions"], dtype=float).reshape(-1)
+        model = Answers(raw)["model"]
+        state = {k: np.asarray(v, dtype=float) for k, v in model["state"].items()}
+        mean, std = (float(x) for x in model["normalizer"])
     except AssertionError as err:
-        return None, f"the trained model could not predict the held-out crystals: {err}"
+        return None, f"the trained model could not be read: {err}"
     except (KeyError, TypeError, ValueError) as err:
-        return None, f"the held-out predictions are not one number per crystal ({err})"
-    predictions = dict(zip(ids, values))
-    missing_ids = sorted(set(labels) - set(predictions))
-    if missing_ids or len(ids) != len(values):
-        return None, f"the model gave no prediction for {len(missing_ids)} held-out crystals"
-    if not all(math.isfinite(predictions[i]) for i in labels):
-        return None, "the model's predictions for the held-out crystals are not all finite numbers"
-    if verify:
-        worst = _recomputed_gap(answer, predictions)
-        if worst is None or worst > PREDICTION_TOLERANCE:
-            return None, ("the predictions are not what the trained network computes from its parameters"
-                          + (f" (off by up to {worst:.3g} eV/atom)" if worst is not None else ""))
-    return float(np.mean([abs(predictions[i] - y) for i, y in labels.items()])), ""
-
-
-def _recomputed_gap(answer: dict, predictions: dict[str, float]) -> float | None:
-    """The largest difference between the reported predictions and the reference network's, from the
-    same parameters and input batches (None: they cannot be recomputed)."""
+        return None, f"the trained model could not be read ({type(err).__name__}: {err})"
+    conv = "gated" if any(".fc_full." in k for k in state) else "shared" if any(".fc_neighbor." in k for k in state) else "none"
+    pool = {"mean_pool": "mean", "max_pool": "max"}.get(model.get("pool"))
+    if pool is None:
+        return None, f"the model's pool must be mean_pool or max_pool, not {model.get('pool')!r}"
     try:
-        state = {k: np.asarray(v, dtype=float) for k, v in answer["state"].items()}
-        conv = "gated" if any(".fc_full." in k for k in state) else \
-            "shared" if any(".fc_neighbor." in k for k in state) else "none"
-        pool = {"mean_pool": "mean", "max_pool": "max"}[answer["pool"]]
-        mean, std = (float(x) for x in answer["normalizer"])
-        worst = 0.0
-        for b in answer["batches"]:
-            out = reference.cgcnn_forward(state, np.asarray(b["atom_fea"], float), np.asarray(b["nbr_fea"], float),
-                                          np.asarray(b["nbr_idx"]), np.asarray(b["crystal_idx"]),
-                                          int(b["n_crystals"]), conv=conv, pool=pool) * std + mean
-            worst = max(worst, max(abs(predictions[i] - y) for i, y in zip(b["ids"], out)))
-        return worst
-    except Exception:  # noqa: BLE001 - anything malformed means: not recomputable
-        return None
+        with np.errstate(all="ignore"):
+            predictions = reference.cgcnn_forward(state, **heldout.inputs, conv=conv, pool=pool) * std + mean
+    except (KeyError, ValueError, IndexError) as err:
+        return None, (f"the model's parameters do not fit the CGCNN of the notebook ({type(err).__name__}: {err}); "
+                      "keep the layer names and shapes of the class you were given")
+    if not np.all(np.isfinite(predictions)):
+        return None, "the model's predictions for the held-out crystals are not all finite numbers"
+    return float(np.mean(np.abs(predictions - heldout.labels))), ""
 
 
 def score(settings: Settings, checks: list[Check], answers: dict, missing: dict,
-          labels: dict[str, float], events: list[str]) -> dict:
+          heldout: Heldout, events: list[str]) -> dict:
     """results.json for Gradescope: one entry per part, the total, and what happened while grading."""
-    tests, extra, failed = [], {}, set()
+    tests, extra, failed = [], {}, []
     for question, points in settings.points.items():
         raw, why = answers.get(question), missing.get(question, "the check did not run")
         failures = _verdicts([c for c in checks if c.question == question], raw, why)
-        failed |= {question} if failures else set()
         if question == MAE_QUESTION:
-            verify = not failed & set(FORWARD_PARTS)
-            got, output = _mae_points(settings, failures, raw, why, labels, extra, verify)
+            network = [q for q in failed if q in FORWARD_PARTS]
+            got, output = _mae_points(settings, failures, network, raw, why, heldout, extra)
         else:
             got = 0.0 if failures else float(points)
             output = "All checks passed." if not failures else "\n".join(failures)
+        failed += [question] if failures else []
         tests.append({"name": question, "score": got, "max_score": float(points), "visibility": "visible",
                       "output": output})
     total = sum(t["score"] for t in tests)
@@ -102,14 +91,19 @@ def score(settings: Settings, checks: list[Check], answers: dict, missing: dict,
             "visibility": "visible", "stdout_visibility": "hidden"}
 
 
-def _mae_points(settings, failures, raw, why, labels, extra, verify):
+def _mae_points(settings, failures, network, raw, why, heldout, extra):
     if failures:
         return 0.0, "Not scored: a check of this part failed.\n" + "\n".join(failures)
-    mae, reason = heldout_mae(raw, why, labels, verify)
+    if network:
+        return 0.0, (f"Not scored: 4b evaluates your trained parameters in the grader's CGCNN, which is your "
+                     f"network only when parts {', '.join(FORWARD_PARTS)} pass; {', '.join(network)} did not. "
+                     "Fix that part and your model's test MAE counts.")
+    mae, reason = heldout_mae(raw, why, heldout)
     if mae is None:
         return 0.0, f"Not scored: {reason}"
     extra["test_mae"] = mae
-    lines, got = [f"Test MAE {mae:.4f} eV/atom on {len(labels)} held-out crystals."], 0.0
+    lines, got = [f"Test MAE {mae:.4f} eV/atom on {len(heldout.labels)} held-out crystals (your trained "
+                  "parameters in the grader's CGCNN)."], 0.0
     for name, factor, points in MAE_TIERS:
         limit = factor * settings.mae_full
         passed = mae <= limit

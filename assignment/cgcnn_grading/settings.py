@@ -16,11 +16,12 @@ MAE_TIERS = [  # (check, MAE limit as a factor of the full-credit threshold, poi
     ("test_mae_within_one_and_a_half_the_threshold", 1.5, 2),
     ("test_mae_within_the_threshold", 1.0, 2),
 ]
-# When these parts pass, the network's forward pass is the reference one: the grader then recomputes
-# the held-out predictions from the trained parameters, and a notebook that reports anything else
-# (answers looked up elsewhere) scores nothing for 4b.
+# 4b's predictions are the grader's own: the trained model's parameters, pooling and normalizer
+# evaluated in the reference CGCNN (reference.py) on graphs the grader builds from the held-out
+# crystals, which never reach the kernel. Those parameters must be the notebook's own network's:
+# 4b is scored only when the parts that make that network pass (a hollow notebook cannot answer
+# with weights trained elsewhere).
 FORWARD_PARTS = ["q2b", "q3", "q4a"]
-PREDICTION_TOLERANCE = 1e-3  # eV/atom, float32 network against the float64 reference
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Settings:
     check_cells: dict[str, str]  # part -> the released source of its check cell
     skip_cells: list[str]  # released cells that grading does not run (the export cell)
     mae_full: float  # 4b: full credit up to this test MAE (eV/atom), from calibration.json
+    graph: dict  # the crystal graph's settings (cgcnn_utils.GRAPH): radius, max_num_nbr, step
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
