@@ -159,7 +159,10 @@ def _cgcnn_stages(ns, init_kwargs, state, inputs, embedded):
 def _trained_model(ns):
     """The trained `model`'s parameters and buffers, its pooling and the target normalizer: the grader
     evaluates them in its own CGCNN on crystals this kernel never sees."""
-    model, normalizer = ns["model"], ns["normalizer"]
+    model, normalizer = ns.get("model"), ns.get("normalizer")
+    if model is None or normalizer is None:
+        raise LookupError(f"there is no trained {'model' if model is None else 'normalizer'} (still None or "
+                          "undefined): did the training cell run without an error?")
     return {"state": {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")},
             "pool": getattr(getattr(model, "pool", None), "__name__", None),
             "normalizer": [float(normalizer.mean), float(normalizer.std)]}

@@ -926,43 +926,38 @@ def table() -> str:
 
 
 NOT_RESISTED = """
-**Status.** The cases above were rewritten for the sandboxed grader and fit the solution notebook;
-they have not yet been graded as a whole (tests/test_submissions.py is not run at the moment).
-tests/test_sandbox.py grades the hostile cases that matter most through Gradescope's entry point.
-
 **Threat model.** Anything the submission's code can reach may be hostile: its kernel, its user, its
-files, the processes it starts and what it sends. What lives outside that reach, and the test that
-shows it:
+files, the processes it starts and what it sends. What lives outside that reach, and the tests that
+show it (each case above is graded through Gradescope's entry point by tests/test_submissions.py):
 
-- *The grading user* (`cgcnn_grading/sandbox.py`): the kernel runs as `cgcnn-student`, no groups,
+- *The grading user* (`cgcnn_grading/sandbox.py`): the kernel runs as `cgcnn-student` (or
+  `cgcnn-student-N` for gradings side by side, one grading per user at a time), no groups,
   `no_new_privs`, at most 256 processes; the autograder's folder, the upload and the results folder
-  are root's alone, checked as that user before the notebook runs (test_sandbox: uid and permissions;
-  a readable secret stops grading).
+  are root's alone, checked as that user before the notebook runs (test_sandbox: uid and
+  permissions, a readable secret stops grading; `adv_reads_labels`, `adv_overwrites_labels`,
+  `adv_reads_memory_*`: nothing of root's is readable, /proc/<pid>/mem of root's processes included).
 - *Results*: written only by the entry point, after every process of the user has been ended; a file
-  found at the start is deleted, never read (test_sandbox: forged results and killed grader,
-  detached forger).
+  found at the start is deleted, never read (`adv_forges_results_*`: forged files and the grader's
+  processes signalled; `adv_detached_forger_*`: a detached process, ended and reported).
 - *No code crosses from the kernel*: answers are JSON with .npy arrays loaded with
   allow_pickle=False; otter's executor, its pickle file and its log server are not used at grading
-  time (test_sandbox: pickles sent to every listening port; the marker file never appears as root's).
+  time (`adv_pickles_*`: pickles sent to every listening port; the marker file never appears as root's).
 - *Verdicts*: computed in the grading process from reference code the user cannot read; patching
-  numpy, otter or the probe in the kernel only changes the kernel's own answers (test_checks; the
-  hollow hostile notebook in test_sandbox).
-- *Part 4b*: the held-out crystals are not in the student release and reach the kernel under neutral
-  names only at the check of 4b; when 2b, 3 and 4a pass, the predictions must be what the reference
-  network computes from the trained parameters (test_sandbox: lookup table on an untrained model).
+  numpy, otter or the probe in the kernel only changes the kernel's own answers (`adv_patched_*`,
+  `adv_repatched_before_checks`, `adv_fake_grader`, `adv_overwrites_tests`, `adv_swaps_verdicts_*`;
+  tests/test_checks.py).
+- *What was checked is what is scored*: each part is probed in place of its check cell
+  (`adv_retrains_after_check_*`: a model trained after 4b's check changes nothing).
+- *Part 4b*: the held-out crystals never reach the kernel; the grader predicts them itself with its
+  own CGCNN and the trained parameters, and only when 2b, 3 and 4a show that network to be the
+  notebook's (`adv_lookup_table*`: a table of labels sent with or instead of the model changes
+  nothing; `q2b_*`, `q3_*`, `q4a_*`: 4b not scored when the network is not the notebook's).
 
 **Not resisted:**
 
-- *Copying someone else's code*: the checks test behaviour; plagiarism checks are separate.
-- *A table of labels computed elsewhere, behind a deliberately failed part 2b, 3 or 4a*: the
-  held-out predictions are recomputed from the network's parameters only when the network's forward
-  pass is known to be the reference one. A notebook that gives up one of those parts (3 to 4 points)
-  and reports energies computed offline for every candidate crystal (e.g. CHGNet on every ABO3 in
-  four polymorphs, identified from each crystal's structure) keeps 4b. Closing it would take 4b's
-  points from every honest student with a mistake in 2b, 3 or 4a, whose model trains through it; the
-  notebook that does it carries the table and the patch in plain sight.
-- *Network access from the kernel* on Gradescope (its containers have a network): a notebook can send
-  the held-out crystals it is shown out; their labels never reach the kernel.
+- *Copying someone else's work*: code, or the trained weights of another student's correct network
+  pasted into a notebook whose own parts 2b, 3 and 4a are right. The checks test behaviour, and
+  weights are numbers a correct network may have learnt anywhere; plagiarism checks are separate.
 """
 
 
