@@ -488,9 +488,9 @@ CASES: list[Case] = [
              return np.stack(rows).astype(np.float32)
          """), full(q1a=0)),
     Case("q1b_unsorted", "wrong", "neighbours kept in pymatgen's order, not sorted by distance",
-         replace("def neighbor_list", NEIGHBOURS, "nearest = mine[:max_num_nbr]"), full(q1b=0)),
+         replace("def neighbor_list", NEIGHBOURS, "nearest = mine[:max_num_nbr]"), full(q1b=0, q4b=0)),
     Case("q1b_sorted_by_index", "wrong", "neighbours sorted by atom index instead of distance",
-         replace("def neighbor_list", "np.argsort(dists[mine]", "np.argsort(points[mine]"), full(q1b=0)),
+         replace("def neighbor_list", "np.argsort(dists[mine]", "np.argsort(points[mine]"), full(q1b=0, q4b=0)),
     Case("q1b_pad_index_0", "wrong", "padding points to atom 0 (the original CGCNN) instead of the atom itself",
          replace("def neighbor_list", "nbr_idx = np.repeat(np.arange(n)[:, None], max_num_nbr, axis=1)",
                  "nbr_idx = np.zeros((n, max_num_nbr), dtype=int)"), full(q1b=0)),
@@ -509,12 +509,12 @@ CASES: list[Case] = [
                  nbr_idx[i, :len(others)] = others
                  nbr_dist[i, :len(others)] = dm[i, others]
              return nbr_idx, nbr_dist
-         """), full(q1b=0)),
+         """), full(q1b=0, q4b=3)),
     Case("q1c_var_not_squared", "wrong", "divides by `var` where the Gaussian needs `var**2`",
          replace("def gaussian_expand", "/ var ** 2", "/ var"), full(q1c=0)),
     Case("q1c_centres_off_by_one", "wrong", "K = round((dmax - dmin) / step) centres, one too few",
          replace("def gaussian_expand", "np.arange(round((dmax - dmin) / step) + 1)",
-                 "np.arange(round((dmax - dmin) / step))"), full(q1c=0)),
+                 "np.arange(round((dmax - dmin) / step))"), full(q1c=0, q4b=0), message="do not fit the CGCNN of the notebook"),
     Case("q1c_centres_ignore_dmin", "wrong", "centres start at 0 whatever dmin: right for the defaults "
          "(public test), wrong for other grids (hidden)",
          replace("def gaussian_expand", "centres = dmin + step *", "centres = step *"), full(q1c=0)),
@@ -693,7 +693,7 @@ CASES: list[Case] = [
          "torch.allclose, assert_allclose, math.isclose made to always pass",
          edits(stubs(*ALL_PARTS), insert(IMPORTS, PATCH_COMPARISONS)), zero(), message=STUB_Q1A, trains=False),
     Case("adv_patched_abs", "adversarial", "wrong code (1c, 2b, 3) and abs, np.abs, torch.abs made to "
-         "return zeros", edits(*WRONG_1C_2B_3, insert(IMPORTS, PATCH_ABS)), full(q1c=0, q2b=0, q3=0, q4b=0),
+         "return zeros", edits(*WRONG_1C_2B_3, insert(IMPORTS, PATCH_ABS)), full(q1a=0, q1c=0, q2b=0, q3=0, q4b=0),
          message=GATED),
     Case("adv_repatched_before_checks", "adversarial", "wrong code (1c, 2b, 3); an IPython hook patches "
          "abs before every check", edits(*WRONG_1C_2B_3, insert(IMPORTS, REPATCH_BEFORE_CHECKS)),
@@ -844,13 +844,13 @@ def grade(case: Case, work: Path, zip_path: Path = build.AUTOGRADER_ZIP,
 
 def grade_all(cases: list[Case], work: Path, zip_path: Path = build.AUTOGRADER_ZIP,
               workers: int = WORKERS, keep: Path | None = None) -> dict[str, tuple[dict | Exception, float]]:
-    """{case name: (results.json or the exception grading raised, seconds)}: the cases that wait for
-    a wall-clock limit on a grading user of their own from the start, the others `workers` at a time
-    (a user each), the longest first. With `keep`, each results.json is also written there as
-    NAME.json, and a case already there is read back instead of graded."""
+    """{case name: (results.json or the exception grading raised, seconds)}: the cases `workers` at a
+    time (a grading user each), the longest first, then the cases a time limit stops. With `keep`,
+    each results.json is also written there as NAME.json, and a case already there is read back
+    instead of graded."""
     base = base_notebook()
     users = queue.Queue()
-    for k in range(1, workers + 1):
+    for k in range(1, workers + 2):
         users.put(f"cgcnn-student-{k}")
 
     def run(case: Case, user: str | None = None):
@@ -871,12 +871,18 @@ def grade_all(cases: list[Case], work: Path, zip_path: Path = build.AUTOGRADER_Z
             kept.write_text(json.dumps(outcome, indent=1))
         return outcome, time.perf_counter() - start
 
-    waiting = [c for c in cases if c.stopped == "wall"]
-    busy = sorted((c for c in cases if c.stopped != "wall"), key=lambda c: -c.seconds)
-    with ThreadPoolExecutor(len(waiting) + workers) as pool:
-        futures = {c.name: pool.submit(run, c, f"cgcnn-student-{workers + 1 + k}") for k, c in enumerate(waiting)}
-        futures |= {c.name: pool.submit(run, c) for c in busy}
-        return {name: f.result() for name, f in futures.items()}
+    # The cases a time limit stops run last, side by side and with nothing else: under the load of
+    # other gradings a CPU-bound cell reaches its wall-clock limit before its CPU-time limit, and the
+    # cells after a long wait would run out of the notebook's total time.
+    stopped = [c for c in cases if c.stopped]
+    busy = sorted((c for c in cases if not c.stopped), key=lambda c: -c.seconds)
+    with ThreadPoolExecutor(workers) as pool:
+        done = {c.name: f for c, f in [(c, pool.submit(run, c)) for c in busy]}
+        done = {name: f.result() for name, f in done.items()}
+    with ThreadPoolExecutor(max(1, len(stopped))) as pool:
+        futures = {c.name: pool.submit(run, c) for c in stopped}
+        done |= {name: f.result() for name, f in futures.items()}
+    return done
 
 
 def test_mae(results: dict) -> float | None:
