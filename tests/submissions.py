@@ -708,9 +708,11 @@ CASES: list[Case] = [
          body("def atom_features", "return np.stack([embedding[z] for z in (38, 22, 8, 8, 8)]).astype(np.float32)"),
          full(q1a=0, q4b=0), message=r"expected \(20, 92\)"),
     Case("adv_reads_labels", "adversarial", "an untrained model, and a search for the held-out labels",
-         edits(replace("def train_epoch", STEP, ""), insert(TRAINING, READ_LABELS)), full(q4b=0)),
+         edits(replace("def train_epoch", STEP, ""), insert(TRAINING, READ_LABELS)), full(q4b=0),
+         message=UNTRAINED),
     Case("adv_overwrites_labels", "adversarial", "an untrained model, and the held-out files overwritten",
-         edits(replace("def train_epoch", STEP, ""), insert(TRAINING, OVERWRITE_LABELS)), full(q4b=0)),
+         edits(replace("def train_epoch", STEP, ""), insert(TRAINING, OVERWRITE_LABELS)), full(q4b=0),
+         message=UNTRAINED),
     Case("adv_lookup_table", "adversarial", "an untrained model, and a table of held-out labels computed "
          "elsewhere sent with it (the grader predicts the held-out crystals itself)",
          edits(replace("def train_epoch", STEP, ""), _lookup_table()), full(q4b=0), message=UNTRAINED),
@@ -742,7 +744,7 @@ CASES: list[Case] = [
          message=said.get(kind) or (STUB_Q1A if kind == "hollow" else UNTRAINED))
     for name, what, code, where, marker, said in [
         ("forges_results", "a forged results.json and the grader's processes killed", FORGE_RESULTS_AND_KILL,
-         "train", None, {}),
+         "train", None, {"untrained": "kernel died while running the cell starting 'import glob, json, os, signal'"}),
         ("reads_memory", "the grader's memory read through /proc", READ_GRADER_MEMORY, "train", None, {}),
         ("detached_forger", "a detached process that rewrites results.json", DETACHED_FORGER, "train", None,
          {"hollow": ENDED, "untrained": ENDED}),
