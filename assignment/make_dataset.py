@@ -32,6 +32,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections import Counter
 from itertools import product
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from embedding import check_covered, load_embedding, write_atom_init
 
 DATA = Path(__file__).parent / "data"
 CACHE = DATA / ".cache" / "relaxations.jsonl"
-SEED = 2018  # fixes the classification sample and the split
+SEED = 2018  # fixes the classification sample and the splits
 FMAX = 0.05  # eV/A
 MAX_STEPS = 300
 MAX_VOLUME_CHANGE = 0.30
@@ -688,16 +689,44 @@ TIMING_KEYS = ["relaxation_seconds_total", "wall_seconds_last_run", "wall_second
                "conditions"]
 
 
-def _split(ids_by_group: dict[str, list[str]], rng: random.Random) -> dict[str, str]:
-    """Stratified split: each group (prototype) is cut 80/10/10 on its own."""
+def chemistry_stratum(record: dict) -> str:
+    """A cation family (its oxidation state) and B cation family (3d, 4d/5d, p block, f block): the
+    split deals formulas out within each such stratum, so every split spreads over the chemistry."""
+    (_, a_ox), (b, _) = record["cations"][0], record["cations"][-1]  # a binary oxide is its own A and B
+    el = Element(b)
+    family = {"p": "p", "f": "f", "s": "s"}.get(el.block) or ("3d" if el.row == 4 else "4d5d")
+    return f"A{a_ox}+_B{family}"
+
+
+def composition_split(records: list[dict], group_of, fractions: dict[str, float], rng: random.Random) -> dict[str, str]:
+    """Split by formula: all entries of a formula go to one split. Within each chemistry stratum the
+    formulas are shuffled (seeded) and dealt one by one to the split furthest below its share, counting
+    both the stratum's entries and, for each group (polymorph or structure type) the formula has, that
+    group's entries, so that every group is represented in every split in about its share."""
+    by_formula: dict[str, list[dict]] = {}
+    for r in records:
+        by_formula.setdefault(r["formula"], []).append(r)
+    totals = Counter(group_of(r) for r in records) + Counter(chemistry_stratum(r) for r in records)
+    count, dealt = {s: Counter() for s in fractions}, Counter()
     split = {}
-    for group in sorted(ids_by_group):
-        ids = sorted(ids_by_group[group])
-        rng.shuffle(ids)
-        n_test = max(1, round(SPLIT_FRACTIONS["test"] * len(ids)))
-        n_val = max(1, round(SPLIT_FRACTIONS["val"] * len(ids)))
-        for i, id_ in enumerate(ids):
-            split[id_] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    strata: dict[str, list[str]] = {}
+    for formula, rs in sorted(by_formula.items()):
+        strata.setdefault(chemistry_stratum(rs[0]), []).append(formula)
+    for stratum in sorted(strata):
+        formulas = strata[stratum]
+        rng.shuffle(formulas)
+        for formula in formulas:
+            rs = by_formula[formula]
+            keys = [group_of(r) for r in rs] + [stratum] * len(rs)
+
+            def deficit(s):  # entries short of the split's share so far, relative to each key's total
+                return sum((fractions[s] * (dealt[k] + 1) - count[s][k]) / totals[k] for k in keys)
+
+            chosen = max(fractions, key=deficit)  # ties: the order of `fractions`
+            for r, k in zip(rs, keys):
+                split[r["name"]] = chosen
+            count[chosen].update(keys)
+            dealt.update(keys)
     return split
 
 
@@ -782,20 +811,17 @@ def write_dataset(records: list[dict], refs: dict, timing: dict) -> None:
     _write_rejected(tmp / "rejected.csv", records)
 
     perovs = [r for r in kept if r["family"] == "perovskite"]
-    by_proto: dict[str, list[str]] = {}
-    for r in perovs:
-        by_proto.setdefault(r["polymorph"], []).append(r["name"])
-    _write_set(tmp / "perovskites", perovs, "formation_energy_per_atom", _split(by_proto, rng))
+    split = composition_split(perovs, lambda r: r["polymorph"], SPLIT_FRACTIONS, rng)
+    _write_set(tmp / "perovskites", perovs, "formation_energy_per_atom", split)
 
     negatives = [r for r in kept if r["family"] != "perovskite"]
     positives = rng.sample(sorted(perovs, key=lambda r: r["name"]), min(N_CLASSIFICATION_POSITIVES, len(perovs)))
     cls = sorted(positives + negatives, key=lambda r: r["name"])
     for r in cls:
         r["is_perovskite"] = int(r["family"] == "perovskite")
-    by_type: dict[str, list[str]] = {}
-    for r in cls:
-        by_type.setdefault(r["polymorph"] if r["is_perovskite"] else r["prototype"], []).append(r["name"])
-    _write_set(tmp / "classification", cls, "is_perovskite", _split(by_type, rng))
+    split = composition_split(cls, lambda r: "perovskite" if r["is_perovskite"] else r["prototype"],
+                              SPLIT_FRACTIONS, rng)
+    _write_set(tmp / "classification", cls, "is_perovskite", split)
 
     (tmp / "references.json").write_text(json.dumps(
         {"method": "CHGNet relaxation; metals: lowest of fcc/bcc/hcp(/diamond); O: O2 molecule in 12 A box",
@@ -997,8 +1023,14 @@ Generated by this project with `python build.py data` (code: `assignment/make_da
    optimizer's own test, so the present test would have kept them):
 
 {rule_table}
-5. **Split**: seeded (seed {gen['seed']}), 80/10/10 within each polymorph (each structure type for the
-   classification set), so that the test set represents every polymorph.
+5. **Split by composition** (`composition_split`, seed {gen['seed']}): all entries of a formula go to
+   the same split, so every test formula is unseen in training (a model cannot score by recalling
+   another polymorph of the same formula). Formulas are grouped into chemistry strata (the A cation's
+   oxidation state and the B cation's family: 3d, 4d/5d, p block, f block), shuffled, and dealt one by
+   one to the split furthest below its share (80/10/10) of both the stratum's entries and the entries
+   of each polymorph the formula has, so that every polymorph and every stratum is represented in
+   validation and test in about its share. The classification set is split the same way, by formula
+   over positives and negatives together, with the structure type in place of the polymorph.
 
 ## Counts
 Perovskites, by polymorph and split:

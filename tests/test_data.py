@@ -68,6 +68,22 @@ def test_split_is_stratified_by_polymorph():
         assert 0.07 <= share <= 0.13, f"{proto}: {share:.2f} of entries in the test set, about 0.10 wanted"
 
 
+@pytest.mark.parametrize("root", [PEROVSKITES, CLASSIFICATION])
+def test_no_formula_is_in_more_than_one_split(root):
+    split = {r["id"]: r["split"] for r in rows(root / "split.csv")}
+    splits_of = {}
+    for id_, r in metadata(root).items():
+        splits_of.setdefault(r["formula"], set()).add(split[id_])
+    assert not {f: s for f, s in splits_of.items() if len(s) > 1}
+
+
+def test_every_polymorph_is_in_validation_and_test():
+    split = {r["id"]: r["split"] for r in rows(PEROVSKITES / "split.csv")}
+    present = Counter((r["prototype"], split[i]) for i, r in metadata().items())
+    for proto in ["cubic", "tetragonal", "rhombohedral", "orthorhombic"]:
+        assert present[(proto, "val")] >= 5 and present[(proto, "test")] >= 5, present
+
+
 def test_classification_set():
     meta = metadata(CLASSIFICATION)
     assert len(meta) >= 600
