@@ -40,6 +40,7 @@ import numpy as np
 from pymatgen.core import Composition, Element, Lattice, Species, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
+from baselines import write_baselines
 from embedding import check_covered, load_embedding, write_atom_init
 
 DATA = Path(__file__).parent / "data"
@@ -682,6 +683,7 @@ def generate(workers: int = 2, limit: int | None = None, from_committed: bool = 
         if cached == 0 and not from_committed:  # from an empty cache: a full regeneration
             timing["wall_seconds_full_regeneration"] = timing["wall_seconds_last_run"]
     write_dataset(records, refs, timing)
+    write_baselines()
     write_card()
 
 
@@ -904,6 +906,7 @@ def write_card() -> None:
     cl_split = {r["id"]: r["split"] for r in rows(DATA / "classification" / "split.csv")}
     rejected = rows(DATA / "rejected.csv")
     refs = json.loads((DATA / "references.json").read_text())["energy_per_atom_eV"]
+    base = json.loads((DATA / "baselines.json").read_text())
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for p in POLYMORPHS:
@@ -1040,6 +1043,16 @@ Perovskites, by polymorph and split:
 Classification set, by structure type and split:
 
 {table(cl, cl_split, lambda r: "perovskite" if r["is_perovskite"] == "1" else r["prototype"])}
+
+## Structure-blind baselines (test set, `baselines.json`, written by `baselines.py`)
+| model | test MAE (eV/atom) |
+|---|---|
+| mean predictor (training mean) | {base['mean_predictor']['test_mae']:.3f} |
+| composition only: mean `atom_init.json` vector + ridge (alpha {base['composition_ridge']['alpha']:g}, chosen on validation) | {base['composition_ridge']['test_mae']:.3f} |
+| formula lookup (training label of the same formula) | applies to {base['formula_lookup']['test_formulas_in_train']} of {base['formula_lookup']['test_formulas']} test formulas |
+
+A structure-blind model predicts the same value for every polymorph of a formula; the threshold for
+CGCNN should lie below the composition-only MAE.
 
 ## Labels
 Formation energy per atom (eV/atom):

@@ -167,6 +167,16 @@ def test_lanthanide_offsets_are_measured_and_only_yb_is_dropped():
     assert {"Pr", "Nd", "Sm", "Gd", "Tb", "Dy", "Ho", "Er", "Tm"} <= kept
 
 
+def test_baselines_file_is_present_and_consistent_with_the_split():
+    import baselines
+    committed = json.loads((DATA / "baselines.json").read_text())
+    assert committed == json.loads(json.dumps(baselines.baselines())), "baselines.json is what baselines.py computes"
+    split = Counter(r["split"] for r in rows(PEROVSKITES / "split.csv"))
+    assert committed["n"] == {"train": split["train"], "val": split["val"], "test": split["test"]}
+    assert committed["formula_lookup"]["test_formulas_in_train"] == 0, "the split is by composition"
+    assert committed["composition_ridge"]["test_mae"] < committed["mean_predictor"]["test_mae"]
+
+
 def test_labels_are_physical():
     meta = metadata()
     ef = np.array([float(r["formation_energy_per_atom"]) for r in meta.values()])
