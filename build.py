@@ -382,34 +382,85 @@ def grade_folder(folder: Path, csv_path: Path) -> list[dict]:
     return rows
 
 
-def calibrate() -> None:
-    """Grade the solution with several seeds; full credit up to MARGIN times the worst test MAE."""
+TRAINING_LINE = "model = CGCNN(nbr_fea_len=train_batches[0].nbr_fea.shape[-1])"
+
+
+def with_conv(nb, conv: str):
+    """The notebook with its trained model built with `conv` ("none": the same network without
+    convolutions, which sees each crystal as a bag of element vectors)."""
+    nb = copy.deepcopy(nb)
+    hits = [c for c in nb.cells if c.cell_type == "code" and TRAINING_LINE in c.source]
+    if len(hits) != 1:
+        raise BuildError(f"the master notebook's training cell must hold `{TRAINING_LINE}` once "
+                         f"(found {len(hits)}): calibrate builds its no-convolution baseline from it")
+    hits[0].source = hits[0].source.replace(TRAINING_LINE, TRAINING_LINE[:-1] + f", conv={conv!r})")
+    return nb
+
+
+def _graded_maes(zip_path: Path, notebook, tmp: Path, what: str) -> dict[int, float]:
+    """Test MAE of `notebook` graded with each of CALIBRATION_SEEDS."""
     import nbformat
+    maes = {}
+    for seed in CALIBRATION_SEEDS:
+        path = tmp / f"{what}-seed{seed}" / MASTER.name
+        path.parent.mkdir()
+        nbformat.write(with_seed(notebook, seed), path)
+        results = grade(zip_path, path)
+        if "test_mae" not in results.get("extra_data", {}):
+            raise BuildError(f"{what}, seed {seed}: part 4b was not scored:\n  {failure(results)}")
+        maes[seed] = results["extra_data"]["test_mae"]
+        print(f"{what}, seed {seed}: test MAE {maes[seed]:.4f} eV/atom")
+    return maes
+
+
+def _spread(maes: dict[int, float]) -> dict:
+    values = list(maes.values())
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return {"seeds": {str(k): round(v, 4) for k, v in maes.items()}, "mean": round(mean, 4),
+            "std": round(std, 4), "worst": round(max(values), 4)}
+
+
+def calibrate() -> None:
+    """Grade the solution, and the same network without convolutions, with several seeds; full credit
+    up to MARGIN times the solution's worst test MAE, which must stay below every structure-blind
+    baseline (else the 4b grade would not measure what the crystal graph adds)."""
+    import nbformat
+    import baselines
     check_inputs()
     with tempfile.TemporaryDirectory(prefix="cgcnn-calibrate-") as tmp:
-        zip_path, dist = assemble(Path(tmp), {"mae_full": 9.0, "mae_mean": 0.0, "mae_solution": 0.0})
+        zip_path, dist = assemble(Path(tmp), {"mae_full": 9.0})
         solution = nbformat.read(dist / "autograder" / MASTER.name, as_version=4)
-        maes = {}
-        for seed in CALIBRATION_SEEDS:
-            path = Path(tmp) / f"seed{seed}" / MASTER.name
-            path.parent.mkdir()
-            nbformat.write(with_seed(solution, seed), path)
-            results = grade(zip_path, path)
-            if "test_mae" not in results.get("extra_data", {}):
-                raise BuildError(f"seed {seed}: the solution's part 4b was not scored:\n  {failure(results)}")
-            maes[seed] = results["extra_data"]["test_mae"]
-            print(f"seed {seed}: test MAE {maes[seed]:.4f} eV/atom")
+        maes = _graded_maes(zip_path, solution, Path(tmp), "solution")
+        no_conv = _graded_maes(zip_path, with_conv(solution, "none"), Path(tmp), "no convolution")
         heldout = json.loads(zipfile.ZipFile(zip_path).read(HELDOUT))
+    blind = baselines.baselines()
     labels = [entry["label"] for entry in heldout.values()]
-    split = {r["id"]: r["split"] for r in _rows(ASSIGNMENT / "data/perovskites/split.csv")}
-    train = [float(r["formation_energy_per_atom"]) for r in _rows(ASSIGNMENT / "data/perovskites/metadata.csv")
-             if split[r["id"]] == "train"]
-    mean = sum(train) / len(train)
-    mae_mean = sum(abs(mean - y) for y in labels) / len(labels)
-    thresholds = {"mae_full": math.ceil(MARGIN * max(maes.values()) * 100) / 100,
-                  "mae_mean": mae_mean, "mae_solution": sum(maes.values()) / len(maes)}
-    CALIBRATION.write_text(json.dumps({"seeds": {str(k): v for k, v in maes.items()}, "margin": MARGIN,
-                                       "thresholds": thresholds}, indent=1) + "\n")
+    if len(labels) != blind["n"]["test"]:
+        raise BuildError(f"the zip holds {len(labels)} held-out crystals, the data set's test split "
+                         f"{blind['n']['test']}: rebuild the data set (`python build.py data`)")
+    table = {"solution": _spread(maes), "no_convolution": _spread(no_conv),
+             "composition_ridge": blind["composition_ridge"], "formula_lookup": blind["formula_lookup"],
+             "mean_predictor": blind["mean_predictor"]}
+    mae_full = math.ceil(MARGIN * max(maes.values()) * 100) / 100
+    structure_blind = {"no_convolution": min(no_conv.values()),  # each blind model's best seed
+                       "composition_ridge": table["composition_ridge"]["test_mae"],
+                       "mean_predictor": table["mean_predictor"]["test_mae"]}
+    if blind["formula_lookup"]["test_mae_on_covered"] is not None:
+        structure_blind["formula_lookup"] = blind["formula_lookup"]["test_mae_on_covered"]
+    above = {name: mae for name, mae in structure_blind.items() if mae <= mae_full}
+    if above:
+        raise BuildError(f"full credit would reach {mae_full} eV/atom (MARGIN {MARGIN} x the solution's worst "
+                         f"seed), but structure-blind baselines score {above}: change MARGIN in build.py or "
+                         "the split, so that 4b rewards what the crystal graph adds")
+    thresholds = {"mae_full": mae_full, "mae_mean": table["mean_predictor"]["test_mae"],
+                  "mae_solution": table["solution"]["mean"], "mae_no_conv": table["no_convolution"]["mean"],
+                  "mae_composition": table["composition_ridge"]["test_mae"]}
+    CALIBRATION.write_text(json.dumps({
+        "seeds": {str(k): v for k, v in maes.items()}, "margin": MARGIN, "thresholds": thresholds,
+        "baselines": {"units": "test MAE, eV/atom, on the held-out test set of "
+                               f"{len(labels)} crystals whose formulas are not in the training set",
+                      **table}}, indent=1) + "\n")
     print(f"wrote {CALIBRATION.relative_to(ROOT)}: {thresholds}")
 
 

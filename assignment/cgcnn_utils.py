@@ -384,6 +384,50 @@ def errors_by_group(pred: dict[str, float], targets: dict[str, float], groups: d
     return out
 
 
+def polymorph_differences(pred: dict[str, float], targets: dict[str, float],
+                          formulas: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """{id: (true, predicted)} energy of each polymorph above its formula's lowest polymorph (eV/atom),
+    for the formulas with at least two polymorphs among the ids of `pred` that have a target. The
+    lowest is the formula's lowest *true* label; both differences are taken against that entry (which
+    itself is left out). A model that reads only the formula predicts the same value for every
+    polymorph of a formula, so all its predicted differences are 0."""
+    by_formula: dict[str, list[str]] = {}
+    for i in pred:
+        if i in targets:
+            by_formula.setdefault(formulas[i], []).append(i)
+    out = {}
+    for ids in by_formula.values():
+        if len(ids) < 2:
+            continue
+        low = min(sorted(ids), key=lambda i: targets[i])
+        for i in sorted(ids):
+            if i != low:
+                out[i] = (targets[i] - targets[low], pred[i] - pred[low])
+    return out
+
+
+def plot_polymorph_differences(diffs: dict[str, tuple[float, float]], groups: dict[str, str], title=""):
+    """Predicted against true energy above the formula's lowest polymorph, coloured by group, with the
+    MAE of the differences beside that of a composition-only model (which predicts 0 for every one)."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 5))
+    true = np.array([t for t, _ in diffs.values()])
+    predicted = np.array([p for _, p in diffs.values()])
+    for g in sorted({groups[i] for i in diffs}):
+        sel = [k for k, i in enumerate(diffs) if groups[i] == g]
+        ax.scatter(true[sel], predicted[sel], s=14, alpha=0.7, label=g)
+    hi = max(float(np.abs(np.concatenate([true, predicted])).max()), 0.01) * 1.1
+    ax.plot([-hi, hi], [-hi, hi], "k--", lw=1)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlim=(-0.02 * hi, hi), ylim=(-hi, hi), xlabel="CHGNet: above the formula's lowest (eV/atom)",
+           ylabel="CGCNN: above that polymorph (eV/atom)",
+           title=f"{title}\nMAE {np.abs(predicted - true).mean():.3f}; composition only "
+                 f"{np.abs(true).mean():.3f} eV/atom ({len(true)} polymorphs)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------
 # Cells that need the student's code
 # ---------------------------------------------------------------------------------------------
