@@ -358,6 +358,22 @@ def plot_history(history: dict):
     return fig
 
 
+def plot_histories(histories: dict[str, list[dict]]):
+    """Training loss per epoch of several variants (one colour each, one line per seed), so that a run
+    that blows up or stalls shows beside the others."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, (name, runs) in enumerate(histories.items()):
+        for j, history in enumerate(runs):
+            ax.plot(range(1, len(history["train_loss"]) + 1), history["train_loss"], color=f"C{k % 10}",
+                    lw=1.2, alpha=0.8, label=name if j == 0 else None)
+    ax.set(xlabel="epoch", ylabel="MSE loss (normalised targets)", yscale="log",
+           title="training loss of each variant (one line per seed)")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
 def plot_parity(pred: dict[str, float], targets: dict[str, float], groups: dict[str, str], title=""):
     """Predicted against true values, coloured by group (polymorph)."""
     import matplotlib.pyplot as plt

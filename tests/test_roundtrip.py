@@ -184,7 +184,7 @@ def test_the_zip_holds_the_saved_notebook_with_outputs_and_answers(trip):
     images = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                  if "image/png" in o.get("data", {}))
     assert images >= 4, "the saved notebook shows its plots"
-    experiments = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("results = {}"))
+    experiments = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("variants = {"))
     assert experiments.outputs, "the experiments of Part 5 ran and their output was saved"
 
 
