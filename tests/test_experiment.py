@@ -22,8 +22,10 @@ def data():
 def labels():
     """formula -> the lowest polymorph's row, read independently of the module's helpers."""
     best = {}
+    with open(experiment.METADATA.parent / "split.csv", newline="") as fh:
+        test = {r["id"] for r in csv.DictReader(fh) if r["split"] == "test"}
     with open(experiment.METADATA, newline="") as fh:
-        for r in csv.DictReader(fh):
+        for r in (r for r in csv.DictReader(fh) if r["id"] not in test):
             if r["formula"] not in best or float(r["energy_per_atom"]) < float(best[r["formula"]]["energy_per_atom"]):
                 best[r["formula"]] = r
     return best
@@ -158,3 +160,13 @@ def test_card_section_cites_every_source_and_shows_the_numbers(data):
     for r in data["reactions"]:
         assert r["reaction"] in card
     assert "O2" in card and "not absolute formation enthalpies" in card
+
+
+def test_no_held_out_formula_is_compared(data):
+    """experiment.json and the card ship to students: a test formula's label must not appear there."""
+    with open(experiment.METADATA.parent / "split.csv", newline="") as fh:
+        test_ids = {r["id"] for r in csv.DictReader(fh) if r["split"] == "test"}
+    with open(experiment.METADATA, newline="") as fh:
+        held_out = {r["formula"] for r in csv.DictReader(fh) if r["id"] in test_ids}
+    compared = {r["formula"] for r in data["formation"]} | {r["reaction"].split("->")[-1].strip() for r in data["reactions"]}
+    assert not compared & held_out, f"held-out formulas in the comparison: {compared & held_out}"

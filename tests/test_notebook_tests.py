@@ -1,13 +1,16 @@
 """The master notebook's own tests, run in-process in seconds: every test passes on the solution and
 fails on the released stub (nbgrader's `validate --invert` idea), before any grading run."""
 
+import copy
 import inspect
 import os
+import re
 
 import nbformat
 import pytest
 from otter.assign.solutions import replace_solutions
 
+import submissions as S
 from conftest import ASSIGNMENT
 
 NB = ASSIGNMENT / "cgcnn_perovskites.ipynb"
@@ -27,13 +30,13 @@ def _cells():
     return defs, tests
 
 
-def _environment(stub: bool) -> dict:
+def _environment(stub: bool, defs=None) -> dict:
     import numpy as np
     import torch
     from torch import nn
     import cgcnn_utils
     env = {"np": np, "torch": torch, "nn": nn, "embedding": cgcnn_utils.load_embedding()}
-    for source in _cells()[0]:
+    for source in defs if defs is not None else _cells()[0]:
         if stub:
             source = "\n".join(replace_solutions(source.split("\n"), "python"))
         exec(source, env)
@@ -80,3 +83,60 @@ def test_released_stub_fails_every_test(functions):
         except Exception:
             pass
     assert not passed, f"tests that the unanswered notebook passes: {passed}"
+
+
+# ------------------------------------------------------------------ the catalogue's code, part by part
+
+VALUE_PARTS = ("q2a", "q2b", "q3", "q4a")  # the parts whose public tests check values on a small example
+
+
+def _public_tests_by_part() -> dict[str, list]:
+    """{part: its public test functions}, from the master notebook."""
+    out, question = {}, None
+    for cell in nbformat.read(NB, as_version=4).cells:
+        if cell.cell_type == "raw" and cell.source.startswith("# BEGIN QUESTION"):
+            question = re.search(r"name: (\w+)", cell.source).group(1)
+        elif cell.cell_type == "code" and cell.source.startswith('""" # BEGIN TEST CONFIG'):
+            namespace = {}
+            exec(cell.source, {"__name__": "tests"}, namespace)
+            out.setdefault(question, []).extend(
+                v for k, v in namespace.items() if k.startswith("test_") and not k.startswith(TRAINING))
+    return out
+
+
+def _case_definitions(case) -> list[str]:
+    """The definition cells of the solution notebook after the catalogue case's edit."""
+    nb = copy.deepcopy(S.base_notebook())
+    case.edit(nb)
+    return [c.source for c in nb.cells if c.cell_type == "code" and c.source.startswith(("def ", "class "))]
+
+
+def _failing(tests, env) -> list[str]:
+    failed = []
+    for fn in tests:
+        try:
+            _call(fn, env)
+        except Exception:
+            failed.append(fn.__name__)
+    return failed
+
+
+# A wrong case's part is the prefix of its name (q2b_missing_residual: q2b); a mistake may cost later
+# parts too (4a runs the layers, 4b trains them), but it is its own part's public tests that must show it.
+WRONG_VALUES = [c for c in S.CASES if c.category == "wrong" and c.edit is not None and c.name.split("_")[0] in VALUE_PARTS]
+
+
+@pytest.mark.parametrize("case", WRONG_VALUES, ids=lambda c: c.name)
+def test_every_wrong_case_of_parts_2_to_4a_fails_a_public_test_of_its_part(case):
+    part = case.name.split("_")[0]
+    assert case.expected[part] < S.POINTS[part], f"{case.name}: its own part {part} is expected to fail"
+    env = _environment(stub=False, defs=_case_definitions(case))
+    assert _failing(_public_tests_by_part()[part], env), f"{case.name} ({case.what}) passes every public test of {part}"
+
+
+@pytest.mark.parametrize("case", [c for c in S.CASES if c.category == "alternative" and c.edit is not None],
+                         ids=lambda c: c.name)
+def test_alternative_correct_code_passes_every_public_test(case):
+    env = _environment(stub=False, defs=_case_definitions(case))
+    failed = {part: _failing(tests, env) for part, tests in _public_tests_by_part().items()}
+    assert not any(failed.values()), f"{case.name} ({case.what}) fails public tests: {failed}"
