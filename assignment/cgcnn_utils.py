@@ -277,6 +277,9 @@ def fit(model, train_epoch: Callable, train_batches, val_batches, normalizer, ta
     import torch
     from tqdm.auto import tqdm
     torch.set_num_threads(cpu_budget())
+    # Sums over gathered neighbours are otherwise added in an order that varies from run to run on more
+    # than one thread: with this, the same notebook trains the same model on the same thread count.
+    torch.use_deterministic_algorithms(True)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     history = {"train_loss": [], "train_mae": [], "val_mae": [], "seconds": 0.0}
