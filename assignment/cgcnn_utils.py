@@ -306,6 +306,54 @@ def fit(model, train_epoch: Callable, train_batches, val_batches, normalizer, ta
 # Plots
 # ---------------------------------------------------------------------------------------------
 
+def plot_structure(structure, ax, title: str = "", polyhedra_around: str | None = None, bond: float = 3.0):
+    """Draw a crystal on a 3-D matplotlib axis: the unit cell's edges, its atoms (sized by atomic
+    radius, one colour per element, O red) and, around every atom of element `polyhedra_around` (the
+    B cation), the polyhedron of its O neighbours within `bond` A, periodic images included (the O
+    images that complete a polyhedron are drawn too)."""
+    import matplotlib.pyplot as plt
+    from mpl_toolkits.mplot3d.art3d import Line3DCollection, Poly3DCollection
+    from scipy.spatial import ConvexHull
+    elements = sorted({site.specie.symbol for site in structure} - {"O"})
+    palette = ["tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive", "tab:cyan"]
+    colour = {el: palette[k % len(palette)] for k, el in enumerate(elements)} | {"O": "tab:red"}
+    if polyhedra_around:  # the first such atom at the centre of the cell, where its polyhedron fits
+        structure = structure.copy()
+        first = next(site.frac_coords for site in structure if site.specie.symbol == polyhedra_around)
+        structure.translate_sites(range(len(structure)), 0.5 - first, to_unit_cell=True)
+    m = structure.lattice.matrix
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float)
+    edges = [(a, b) for a in range(8) for b in range(a + 1, 8) if np.abs(corners[a] - corners[b]).sum() == 1]
+    ax.add_collection3d(Line3DCollection([[corners[a] @ m, corners[b] @ m] for a, b in edges], colors="k",
+                                         linewidths=0.8))
+    extra = []
+    if polyhedra_around:
+        for site in structure:
+            if site.specie.symbol != polyhedra_around:
+                continue
+            ligands = sorted((n for n in structure.get_neighbors(site, bond) if n.specie.symbol == "O"),
+                             key=lambda n: n.nn_distance)
+            points = np.array([n.coords for n in ligands])
+            if len(points) >= 4:
+                faces = [points[simplex] for simplex in ConvexHull(points).simplices]
+                ax.add_collection3d(Poly3DCollection(faces, facecolor=colour[polyhedra_around], alpha=0.25,
+                                                     edgecolor="grey", linewidths=0.3))
+                extra.extend(points)
+    for el in elements + ["O"]:
+        xyz = np.array([site.coords for site in structure if site.specie.symbol == el])
+        if el == "O" and extra:
+            xyz = np.unique(np.round(np.vstack([xyz, extra]), 4), axis=0)
+        from pymatgen.core import Element
+        size = (14 * float(Element(el).atomic_radius or 1.0)) ** 2
+        ax.scatter(*xyz.T, s=size, color=colour[el], edgecolor="k", linewidth=0.4, depthshade=False, label=el)
+    span = np.vstack([corners @ m] + ([np.array(extra)] if extra else []))
+    ax.set_box_aspect(np.ptp(span, axis=0))
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8, markerscale=0.5, frameon=False)
+    return ax
+
+
 def plot_crystal_graph(structure, nbr_idx, nbr_dist, title: str = ""):
     """Left: the atoms of the unit cell. Right: its crystal graph, one node per atom and one edge
     per neighbour (periodic images fold back onto the atoms of the cell, so edges repeat)."""
