@@ -16,8 +16,10 @@ A request is a dict with an `id` and an `op`:
                          the submission's function; with grad_wrt, that argument (a tensor) requires
                          a gradient and the answer is {"value": ..., "grad": d sum(value) / d arg}
     module               {"cls": name, "init": [...], "state": {name: array}, "mode": "eval"|"train",
-                         "inputs": [...]}  an instance with the given parameters and buffers (by name),
-                         called on `inputs` without gradients
+                         "inputs": [...], "grad_wrt": index or None}  an instance with the given
+                         parameters and buffers (by name), called on `inputs` without gradients; with
+                         grad_wrt, that input enters as a non-leaf tensor (as another layer's output
+                         does), and the answer is {"value": ..., "grad": d sum(value) / d input}
     cgcnn_stages         {"init_kwargs": {...}, "state": {...}, "inputs": [...], "embedded": array}
                          CGCNN's output, the types of its layers, and the submission's own layers and
                          pooling applied to `embedded` (part 4a tests the assembly of those)
@@ -135,11 +137,19 @@ def _instance(ns, cls, init, init_kwargs, state, mode):
     return obj.train(mode == "train")
 
 
-def _module(ns, cls, init=(), init_kwargs=None, state=None, mode="eval", inputs=()):
+def _module(ns, cls, init=(), init_kwargs=None, state=None, mode="eval", inputs=(), grad_wrt=None):
     import torch
     obj = _instance(ns, cls, init, init_kwargs, state or {}, mode)
-    with torch.no_grad():
-        return obj(*decode(list(inputs), ns))
+    inputs = decode(list(inputs), ns)
+    if grad_wrt is None:
+        with torch.no_grad():
+            return obj(*inputs)
+    # The input as a layer receives it in a network: another layer's output, not a leaf.
+    leaf = inputs[grad_wrt].clone().requires_grad_(True)
+    inputs[grad_wrt] = leaf.clone()
+    value = obj(*inputs)
+    value.sum().backward()
+    return {"value": value, "grad": leaf.grad}
 
 
 def _cgcnn_stages(ns, init_kwargs, state, inputs, embedded):

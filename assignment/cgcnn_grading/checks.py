@@ -84,9 +84,10 @@ def _tensors(arrays) -> list[dict]:
     return [_tensor(a) for a in arrays]
 
 
-def _module(id_: str, cls: str, state: dict, inputs: list, init=(), init_kwargs=None, mode="eval") -> dict:
+def _module(id_: str, cls: str, state: dict, inputs: list, init=(), init_kwargs=None, mode="eval",
+            grad_wrt: int | None = None) -> dict:
     return {"id": id_, "op": "module", "cls": cls, "init": list(init), "init_kwargs": init_kwargs or {},
-            "state": _encoded(state), "mode": mode, "inputs": inputs}
+            "state": _encoded(state), "mode": mode, "inputs": inputs, "grad_wrt": grad_wrt}
 
 
 def _encoded(state: dict) -> dict:
@@ -316,13 +317,19 @@ def _q1c() -> list[Check]:
         assert g.shape == (2, 3, 41), "keep the input's shape"
 
     d = np.random.default_rng(11).uniform(0.5, 7.0, size=(6, 5))
-    # The last grid is one where int() instead of round() loses a centre: int(0.7 / 0.1) == 6.
+    # The last grid is one where (dmax - dmin) / step falls just below a whole number in floating point
+    # (0.7 / 0.1 == 6.999999999999999), so that int() instead of round() loses a centre.
     grids = [(0.5, 6.0, 0.5, 0.3), (1.0, 5.0, 0.25, None), (0.0, 3.0, 0.1, 0.15), (0.0, 0.7, 0.1, None)]
 
     def other_grids(answers):
         for k, (dmin, dmax, step, var) in enumerate(grids):
             got = _array(answers[f"test_other_grids/{k}"], "gaussian_expand's result")
             want = reference.gaussian_expand(d, dmin, dmax, step, var)
+            if got.ndim and got.shape[:-1] == want.shape[:-1] and got.shape[-1] != want.shape[-1]:
+                raise AssertionError(
+                    f"the number of Gaussians for dmin={dmin}, dmax={dmax}, step={step}: expected {want.shape[-1]}, "
+                    f"got {got.shape[-1]} (the centres run from dmin to dmax inclusive; (dmax - dmin) / step is "
+                    "not always an exact integer in floating point)")
             assert got.shape == want.shape, f"grid {dmin}..{dmax} step {step}: shape {got.shape}, expected {want.shape}"
             assert _gap(got, want) < 1e-6, f"values differ for grid {dmin}..{dmax} step {step} var {var}"
 
@@ -333,7 +340,8 @@ def _q1c() -> list[Check]:
         _check("q1c", "test_defaults", False, default_calls, defaults),
         _check("q1c", "test_other_grids", True, grid_calls, other_grids,
                "values and the number of Gaussians must follow the formula on grids other than the default, with "
-               "and without var, including one whose width is not an exact multiple of the step"),
+               "and without var, including one where (dmax - dmin) / step is just below a whole number in floating "
+               "point"),
     ]
 
 
@@ -399,12 +407,42 @@ def _q2b() -> list[Check]:
 
     requests = [_module(f"test_values/{mode}", "GatedConv", w, _tensors((x, e, idx)), [f, b], mode=mode)
                 for mode in ("eval", "train")]
+
+    def backward(answers):
+        # As in training: the layer's input is the output of another layer (not a leaf), and backward
+        # runs through the whole layer in train mode. An in-place residual (atom_fea += ...) passes
+        # every forward check and fails here, as it fails in the notebook's training.
+        try:
+            got = answers["test_backward/x"]
+        except SubmissionError as err:
+            raise AssertionError(_backward_failure("GatedConv", str(err))) from None
+        grad = got.get("grad") if isinstance(got, dict) else None
+        assert grad is not None, "backward through GatedConv gave no gradient for atom_fea: keep the computation in torch"
+        grad = _array(grad, "the gradient of GatedConv's output")
+        want = reference.numerical_gradient(lambda a: reference.gated_conv(w, a, e, idx, train=True), x)
+        assert _gap(grad, want) < 1e-3, (f"the gradient of GatedConv's summed output with respect to atom_fea differs "
+                                         f"from Eq. 4's (train mode) by up to {_gap(grad, want):.3g}")
+
     return [
         _symmetry("q2b", "GatedConv", _gated_shapes(6, 3), 8, 4, 6, 3, seed=1),
         _check("q2b", "test_values", True, requests, values,
                "values must match Eq. 4 in eval mode (running statistics) and in train mode (batch statistics), "
                "for random weights, atom features and neighbours"),
+        _check("q2b", "test_backward", True,
+               [_module("test_backward/x", "GatedConv", w, _tensors((x, e, idx)), [f, b], mode="train", grad_wrt=0)],
+               backward, "the gradient of the layer's summed output with respect to atom_fea, in train mode, as "
+                         "training computes it"),
     ]
+
+
+def _backward_failure(layer: str, error: str) -> str:
+    """What a failed backward pass means, first; the error (trimmed) after."""
+    error = error.removeprefix("your code raised ")
+    if "inplace operation" in error or "in-place operation" in error:
+        return (f"backward through {layer} failed: an in-place operation on the input (atom_fea += ... or "
+                "atom_fea.add_(...)) breaks autograd, and training stops at its first batch; write "
+                f"out = atom_fea + ... instead (torch: {error[:240]})")
+    return f"backward through {layer} failed, as it would in training: {error[:400]}"
 
 
 def _q3() -> list[Check]:
@@ -455,7 +493,10 @@ def _q4a() -> list[Check]:
     sizes, m = [5, 10, 2], 6
     c, idx = _batch(rng, sizes, m)
     x, e = rng.random((len(c), 92)).astype(np.float32), rng.random((len(c), m, 41)).astype(np.float32)
-    perm = rng.permutation(len(c))
+    # Atoms renumbered within each crystal: crystal_idx stays sorted, so that this check of the assembly
+    # does not depend on pooling unsorted indices right (q3 tests that; one mistake, one part).
+    start = np.r_[0, np.cumsum(sizes)[:-1]]
+    perm = np.concatenate([s0 + rng.permutation(s) for s0, s in zip(start, sizes)])
     inv = np.argsort(perm)
     cases = {"out": (x, e, idx, c), "renumbered": (x[perm], e[perm], inv[idx[perm]], c[perm])}
 
@@ -463,7 +504,8 @@ def _q4a() -> list[Check]:
         out = _array(answers["test_shape_and_invariance/out"], "CGCNN's output")
         assert out.shape == (3,), f"one prediction per crystal, shape (3,), expected; got {out.shape}"
         out_p = _array(answers["test_shape_and_invariance/renumbered"], "CGCNN's output")
-        assert _gap(out_p, out) < 1e-5, "the prediction must not depend on how atoms are numbered"
+        assert _gap(out_p, out) < 1e-5, \
+            "the prediction must not depend on how the atoms of a crystal are numbered"
 
     state = _weights(_cgcnn_shapes(16, 2, 24), 0.3)
     invariance_requests = [_module(f"test_shape_and_invariance/{k}", "CGCNN", state, [*_tensors(args), 3],

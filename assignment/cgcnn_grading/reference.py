@@ -122,6 +122,18 @@ def gated_conv(state: dict, atom_fea, nbr_fea, nbr_idx, prefix: str = "", train:
     return softplus(x + batch_norm(state, prefix + "bn2.", summed, train))
 
 
+def numerical_gradient(function, a, h: float = 1e-6) -> np.ndarray:
+    """d sum(function(a)) / d a by central differences, in float64: a's shape."""
+    a = np.asarray(a, dtype=np.float64)
+    grad = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        up, down = a.copy(), a.copy()
+        up[i] += h
+        down[i] -= h
+        grad[i] = (np.sum(function(up)) - np.sum(function(down))) / (2 * h)
+    return grad
+
+
 # ---------------------------------------------------------------------------------------------
 # Part 3: pooling
 # ---------------------------------------------------------------------------------------------
