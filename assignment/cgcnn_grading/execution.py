@@ -8,6 +8,9 @@ judged on what the notebook had defined when it checked it; a probe whose check 
 was edited runs after the last cell. A watchdog thread measures each cell's CPU time (all processes
 of the grading user) and wall time; a cell past its limit is interrupted, and if it does not stop,
 every process of the user is ended. Time limits are reported by name, never as the student's error.
+A probe that reads the trained model (4b's) is not asked when a cell since the previous probe was
+stopped: its answer would be a training cut off wherever the limit fell; the reason says which cell
+and the time budget.
 """
 
 from __future__ import annotations
@@ -50,6 +53,19 @@ class Probe:
     def source(self) -> str:
         text = json.dumps({"probe": self.name, "requests": self.requests}, separators=(",", ":"))
         return f"import cgcnn_kernel; cgcnn_kernel.probe({text!r})"
+
+    @property
+    def reads_training(self) -> bool:
+        """Whether it reads what the cells before it trained (the model), not only definitions."""
+        return any(r.get("op") == "trained_model" for r in self.requests)
+
+
+def budget(limits: Limits) -> str:
+    """The time limits, as a student plans a training run by them."""
+    return (f"Each cell may use {limits.cell_cpu_seconds:.0f} s of CPU time and {limits.cell_wall_seconds:.0f} s "
+            f"of wall-clock time, the whole notebook {limits.total_seconds:.0f} s, on {limits.threads} torch "
+            f"thread{'s' if limits.threads != 1 else ''}: train for fewer epochs, and time your training cell "
+            f"after torch.set_num_threads({limits.threads}).")
 
 
 @dataclass
@@ -171,6 +187,7 @@ def run(nb: nbformat.NotebookNode, work: Path, kernel_dir: Path, user: pwd.struc
            "PYTHONPATH": f"{kernel_dir}:{work}", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(limits.threads),
            "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
     start, dead, kernel_pid = time.monotonic(), None, None
+    window: list[str] = []  # the time limits hit since the last probe: by the cells it would read
     try:
         with client.setup_kernel(cwd=str(work), env=env):
             kernel_pid = km.provisioner.process.pid
@@ -180,10 +197,18 @@ def run(nb: nbformat.NotebookNode, work: Path, kernel_dir: Path, user: pwd.struc
                 for index, ((kind, item), cell) in enumerate(zip(plan, cells)):
                     name = item.name if kind == "probe" else None
                     left = limits.total_seconds - (time.monotonic() - start)
+                    if kind == "probe" and window and item.reads_training:
+                        # a model whose training (or graphs) cell was stopped is unfinished, and where it
+                        # stopped depends on timing: not read, and the first line says why
+                        outcome.missing[name] = (f"{window[-1]}, before the check of {name}, so your training "
+                                                 f"did not finish. {budget(limits)}")
+                        window = []
+                        continue
+                    window = [] if kind == "probe" else window
                     if dead or left <= 1:
                         if name:
-                            outcome.missing[name] = dead or (f"not checked: the notebook used up the "
-                                                             f"{limits.total_seconds} s that grading allows it (time limit)")
+                            outcome.missing[name] = dead or (f"the notebook used up the {limits.total_seconds} s "
+                                                             "that grading allows it (time limit)")
                         continue
                     if kind == "cell":
                         label = f"the cell starting {first_line(item)!r}"
@@ -200,6 +225,7 @@ def run(nb: nbformat.NotebookNode, work: Path, kernel_dir: Path, user: pwd.struc
                     stop = watchdog.disarm()
                     if stop:
                         outcome.stopped.append(stop)
+                        window += [stop] if kind == "cell" else []
                         outcome.events.append(f"Time limit: {stop}.")
                         dead = dead and f"{stop}; the cells and checks after it could not run"
                     elif dead:

@@ -46,7 +46,7 @@ def heldout_mae(raw: dict | None, missing: str | None, heldout: "Heldout") -> tu
     not: its parameters, pooling and normalizer evaluated in the grader's own CGCNN (reference.py) on
     the grader's own graphs of the held-out crystals. Nothing the kernel computes is a prediction."""
     if raw is None:
-        return None, f"not checked: {missing}"
+        return None, missing or "the check did not run"
     try:
         model = Answers(raw)["model"]
         state = {k: np.asarray(v, dtype=float) for k, v in model["state"].items()}
