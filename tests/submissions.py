@@ -518,6 +518,12 @@ CASES: list[Case] = [
     Case("q1c_centres_ignore_dmin", "wrong", "centres start at 0 whatever dmin: right for the defaults "
          "(public test), wrong for other grids (hidden)",
          replace("def gaussian_expand", "centres = dmin + step *", "centres = step *"), full(q1c=0)),
+    Case("q1c_int_number_of_centres", "wrong", "K = int((dmax - dmin) / step) + 1 instead of round(): the "
+         "same 41 centres on the default grid (public test, training), one too few where the quotient falls "
+         "just below an integer in floating point (hidden: dmin 0, dmax 0.7, step 0.1)",
+         replace("def gaussian_expand", "np.arange(round((dmax - dmin) / step) + 1)",
+                 "np.arange(int((dmax - dmin) / step) + 1)"), full(q1c=0),
+         message=r"the number of Gaussians for dmin=0\.0, dmax=0\.7, step=0\.1: expected 8, got 7"),
     # -- wrong: part 2 ------------------------------------------------------------------------
     Case("q2a_softplus_before_sum", "wrong", "shared convolution: softplus on each neighbour's term, then the sum",
          body("class SharedConv", """
@@ -550,6 +556,13 @@ CASES: list[Case] = [
     Case("q2b_concat_wrong_order", "wrong", "gated convolution concatenating neighbour, centre, edge "
          "(the task says centre, neighbour, edge)",
          body("class GatedConv", _gated_concat("neighbour", "centre")), full(q2b=0, q4b=0), message=GATED),
+    Case("q2b_inplace_residual", "wrong", "residual added in place (`atom_fea += ...`): the forward values "
+         "are right, but backward fails (the input was saved for the gradient of fc_full), so training stops at "
+         "its first batch; q2b's hidden backward test says so in its first line",
+         replace("class GatedConv", "return self.softplus2(atom_fea + self.bn2(summed))",
+                 "atom_fea += self.bn2(summed)\n        return self.softplus2(atom_fea)"),
+         full(q2b=0, q4b=0), message=r"(?m)^a hidden test \([^\n]*\): backward through GatedConv failed: an in-place "
+                                     r"operation on the input"),
     # -- wrong: part 3 ------------------------------------------------------------------------
     Case("q3_sum_instead_of_mean", "wrong", "mean pooling that sums (no division by the atom counts): an "
          "intensive property predicted from an extensive sum; 4b is not scored (the network is not the "
@@ -561,6 +574,24 @@ CASES: list[Case] = [
          body("def mean_pool", "return atom_fea.max(dim=0).values.expand(n_crystals, -1)", block=1), full(q3=0, q4b=0), message=GATED),
     Case("q3_max_include_self", "wrong", "max pooling with include_self=True over zeros: negative maxima become 0",
          replace("def mean_pool", "include_self=False", "include_self=True"), full(q3=0, q4b=0), message=GATED),
+    Case("q3_max_pool_without_gradient", "wrong", "max pooling computed in numpy: right values, no "
+         "gradient (Part 5's max-pooling run would train the head alone); training uses mean pooling",
+         body("def mean_pool", """
+             x, c = atom_fea.detach().numpy(), crystal_idx.numpy()
+             return torch.from_numpy(np.stack([x[c == k].max(axis=0) for k in range(n_crystals)]))
+         """, block=1), full(q3=0, q4b=0), message="gradients must flow through max pooling"),
+    Case("q3_assumes_sorted_crystal_idx", "wrong", "pooling that splits the rows into consecutive runs, "
+         "right only when crystal_idx is sorted (as in the training batches): q3 fails, 4a, whose checks keep "
+         "each crystal's atoms together, does not; 4b is not scored (q3 failed)",
+         edits(body("def mean_pool", """
+                   counts = torch.bincount(crystal_idx, minlength=n_crystals).tolist()
+                   return torch.stack([rows.mean(dim=0) for rows in atom_fea.split(counts)])
+               """),
+               body("def mean_pool", """
+                   counts = torch.bincount(crystal_idx, minlength=n_crystals).tolist()
+                   return torch.stack([rows.max(dim=0).values for rows in atom_fea.split(counts)])
+               """, block=1)),
+         full(q3=0, q4b=0), message="mean pooling is wrong on a batch"),
     Case("q3_reshape_equal_sizes", "wrong", "mean pooling by reshape, right only when every crystal has "
          "the same number of atoms; the network then fails on 4a's batches and on the training batches, "
          "which mix sizes, so 4a and 4b fail too",
@@ -587,6 +618,12 @@ CASES: list[Case] = [
          "MAE about 0.11 eV/atom, between the threshold and 1.5 times it, so 5 of 7 points",
          replace(TRAINING, "normalizer, data.targets, EPOCHS)", "normalizer, data.targets, EPOCHS, lr=3e-5)"),
          full(q4b=5)),
+    Case("q4b_1000_epochs", "wrong", "EPOCHS = 1000: the training cell passes the CPU-time limit of a cell and "
+         "is stopped; a model cut off wherever the limit fell is not scored, and 4b's first line says which cell "
+         "was stopped, and the time budget",
+         replace(GRAPHS, "BATCH_SIZE, EPOCHS = 64, 60", "BATCH_SIZE, EPOCHS = 64, 1000"), full(q4b=0),
+         stopped="cpu", message=r"(?m)^Not scored: the cell starting 'model, val_pred = None, \{\}' was stopped "
+                                r"after \d+ s .*time limit.*, before the check of q4b"),
     # -- alternative correct ------------------------------------------------------------------
     Case("alt_loops", "alternative", "loops instead of vectorised code: atom features, neighbours from "
          "get_all_neighbors, the shared convolution over neighbour slots, pooling per crystal",

@@ -24,7 +24,7 @@ CHECKS = checks_module.checks(EMBEDDING)
 # The checks in order; "*" marks a hidden one (the master notebook keeps only the public tests).
 EXPECTED = {"q1a": "test_srtio3 test_other_crystals*", "q1b": "test_srtio3_shells test_padding test_against_reference*",
             "q1c": "test_defaults test_other_grids*", "q2a": "test_shape_and_symmetry test_values*",
-            "q2b": "test_shape_and_symmetry test_values*", "q3": "test_small_example test_random_batches*",
+            "q2b": "test_shape_and_symmetry test_values* test_backward*", "q3": "test_small_example test_random_batches*",
             "q4a": "test_shape_and_invariance test_values*"}
 
 
@@ -78,6 +78,10 @@ HEAD = ("        hidden = self.softplus(self.conv_to_fc(self.softplus(crystal)))
         "        return self.fc_out(hidden).squeeze(-1)")
 LOOP_MEAN = "torch.stack([atom_fea[crystal_idx == c].mean(0) for c in range(n_crystals)])"
 LOOP_MAX = "torch.stack([atom_fea[crystal_idx == c].max(0).values for c in range(n_crystals)])"
+SPLIT_MEAN = "torch.stack([t.mean(0) for t in atom_fea.split(torch.bincount(crystal_idx, minlength=n_crystals).tolist())])"
+SPLIT_MAX = "torch.stack([t.max(0).values for t in atom_fea.split(torch.bincount(crystal_idx, minlength=n_crystals).tolist())])"
+GATED_RETURN = "        return self.softplus2(atom_fea + self.bn2(summed))"
+INPLACE = r"^backward through GatedConv failed: an in-place operation on the input \(atom_fea \+= \.\.\."
 
 # (part, what is wrong, a failure message of that part it must give, the replacement in the solution)
 WRONG = [
@@ -91,7 +95,7 @@ WRONG = [
     ("q1b", "padding distance radius", "padding distance", ("max_num_nbr), radius + 1.0)", "max_num_nbr), radius)")),
     ("q1c", "/ var instead of / var**2", r"exp\(-1\)", ("/ var ** 2)", "/ var)")),
     ("q1c", "centres ignoring dmin", "values differ for grid", ("centres = dmin + step *", "centres = step *")),
-    ("q1c", "int() for K", r"grid 0\.0\.\.0\.7 step 0\.1: shape",
+    ("q1c", "int() for K", r"^the number of Gaussians for dmin=0\.0, dmax=0\.7, step=0\.1: expected 8, got 7",
      ("round((dmax - dmin) / step)", "int((dmax - dmin) / step)")),
     ("q2a", "no self term", "Eq. 3", (SHARED_RETURN, "        return self.softplus(summed)")),
     ("q2a", "no softplus", "Eq. 3", (SHARED_RETURN, "        return summed + self.fc_self(atom_fea)")),
@@ -99,14 +103,22 @@ WRONG = [
     ("q2b", "filter and core halves swapped", "Eq. 4", ("nbr_filter, nbr_core =", "nbr_core, nbr_filter =")),
     ("q2b", "no sigmoid", "Eq. 4", ("self.sigmoid(nbr_filter) *", "nbr_filter *")),
     ("q2b", "concatenation neighbour, centre, edge", "Eq. 4", ("w_centre, w_nbr, w_edge", "w_nbr, w_centre, w_edge")),
+    ("q2b", "in-place residual +=", INPLACE, (GATED_RETURN, "        atom_fea += self.bn2(summed)\n"
+                                                          "        return self.softplus2(atom_fea)")),
+    ("q2b", "in-place residual add_", INPLACE, (GATED_RETURN, "        return self.softplus2(atom_fea.add_(self.bn2(summed)))")),
+    ("q2b", "residual detached", "gradient of GatedConv's summed output", (
+        "softplus2(atom_fea + self.bn2(summed))", "softplus2(atom_fea.detach() + self.bn2(summed))")),
     ("q3", "max over the whole batch", "max pooling",
      _early_return(SCATTER_MAX, "atom_fea.max(0).values.expand(n_crystals, -1)")),
     ("q3", "include_self=True", "max pooling gave", ("include_self=False", "include_self=True")),
     ("q3", "max pool in numpy, without gradient", "gradients must flow through max pooling", _early_return(
         SCATTER_MAX, "torch.from_numpy(np.stack([atom_fea.detach().numpy()[crystal_idx.numpy() == c].max(0) "
                      "for c in range(n_crystals)]))")),
-    ("q3", "mean pool assuming sorted crystal_idx", "mean pooling is wrong on a batch", _early_return(
-        INDEX_ADD, "torch.stack([t.mean(0) for t in atom_fea.split(torch.bincount(crystal_idx).tolist())])")),
+    ("q3", "mean pool assuming sorted crystal_idx", "mean pooling is wrong on a batch", _early_return(INDEX_ADD, SPLIT_MEAN)),
+    ("q3", "max pool assuming sorted crystal_idx", "max pooling is wrong on a batch", _early_return(SCATTER_MAX, SPLIT_MAX)),
+    ("q3", "max pool detached", "gradients must flow through max pooling", (
+        'reduce="amax",\n                              include_self=False)',
+        'reduce="amax",\n                              include_self=False).detach()')),
     ("q3", "mean pool with a zero gradient", "gradient of mean pooling", (
         "return summed / counts[:, None]", "return (summed / counts[:, None]).detach() + 0 * summed")),
     ("q4a", "head without the first softplus", "differ from the recipe", (
@@ -186,6 +198,62 @@ def test_a_wrong_variant_fails_a_check_of_its_part(part, label, pattern, replace
     assert messages, f"{label}: every check of {part} passes"
     assert any(re.search(pattern, m) for m in messages), f"{label}: {messages}"
     assert not [m for m in messages if m.startswith(SAFETY_NET)], messages
+
+
+def test_pooling_that_assumes_sorted_crystal_idx_costs_q3_alone():
+    """One mistake, one part: 4a's checks keep each crystal's atoms together (and judge the assembly
+    with the submission's own pooling), so only q3, which interleaves crystals, fails."""
+    namespace = _namespace(replace=[_early_return(INDEX_ADD, SPLIT_MEAN), _early_return(SCATTER_MAX, SPLIT_MAX)])
+    results = _failures(namespace, parts=("q3", "q4a"))
+    assert results["q3", "test_random_batches"], results
+    assert {k: v for k, v in results.items() if k[0] == "q4a" and v is not None} == {}
+
+
+def test_the_q2b_backward_check_runs_backward_as_training_does():
+    """The in-place residual passes every forward check of q2b (and 4a's), fails the backward one, and
+    fails in the notebook's own training step with the error the check reports."""
+    namespace = _namespace(replace=[(GATED_RETURN, "        atom_fea += self.bn2(summed)\n"
+                                                   "        return self.softplus2(atom_fea)")])
+    results = _failures(namespace, parts=("q2b", "q4a"))
+    assert [k for k, v in results.items() if v is not None] == [("q2b", "test_backward")], results
+    assert "modified by an inplace operation" in results["q2b", "test_backward"]
+    model = namespace["CGCNN"](nbr_fea_len=5, atom_fea_len=4, n_conv=1, h_fea_len=3)
+    c, idx = np.array([0, 0, 1, 1, 1]), torch.randint(0, 5, (5, 3))
+    pred = model(torch.rand(5, 92), torch.rand(5, 3, 5), idx, torch.as_tensor(c), 2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        pred.sum().backward()
+
+
+def test_a_failed_hidden_check_names_the_property_not_the_source():
+    """What a student reads of q1c's hidden grids: the number of Gaussians, the grid, both counts."""
+    from cgcnn_grading import scoring
+    namespace = _namespace(replace=[("round((dmax - dmin) / step)", "int((dmax - dmin) / step)")])
+    q1c = [c for c in CHECKS if c.question == "q1c"]
+    raw = json.loads(json.dumps(cgcnn_kernel.answer(namespace, [r for c in q1c for r in c.requests])))
+    (line,) = scoring._verdicts(q1c, raw, None)
+    summary = re.escape(q1c[-1].summary)
+    assert re.fullmatch(rf"a hidden test \({summary}\): the number of Gaussians for dmin=0\.0, dmax=0\.7, step=0\.1: "
+                        r"expected 8, got 7 .*", line), line
+    assert "want" not in line and "reference" not in line and "np." not in line
+
+
+def test_a_stopped_training_is_not_scored_and_says_why_in_its_first_line():
+    """4b's result when a cell before its check was stopped (execution leaves the reason in `missing`):
+    the first line names the cell and the limit, and the text states the budget."""
+    from cgcnn_grading import execution, scoring
+    from cgcnn_grading.settings import Limits
+    limits = Limits()
+    probe = execution.Probe("q4b", [{"id": "model", "op": "trained_model"}])
+    assert probe.reads_training and not execution.Probe("q3", CHECKS[0].requests).reads_training
+    why = (f"the cell starting 'model, val_pred = None, {{}}' was stopped after {limits.cell_cpu_seconds:.0f} s of "
+           f"CPU time (time limit), before the check of q4b, so your training did not finish. "
+           f"{execution.budget(limits)}")
+    points, text = scoring._mae_points(None, [], [], None, why, None, {})
+    assert points == 0
+    first = text.splitlines()[0]
+    assert first.startswith("Not scored: the cell starting 'model, val_pred = None, {}' was stopped after 240 s of CPU "
+                            "time (time limit)"), first
+    assert f"{limits.cell_cpu_seconds:.0f} s of CPU time and {limits.cell_wall_seconds:.0f} s of wall-clock time" in first
 
 
 @pytest.mark.parametrize("label", CORRECT)
