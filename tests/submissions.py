@@ -558,10 +558,10 @@ CASES: list[Case] = [
          body("class GatedConv", _gated_concat("neighbour", "centre")), full(q2b=0, q4b=0), message=GATED),
     Case("q2b_inplace_residual", "wrong", "residual added in place (`atom_fea += ...`): the forward values "
          "are right, but backward fails (the input was saved for the gradient of fc_full), so training stops at "
-         "its first batch; q2b's hidden backward test says so in its first line",
+         "its first batch; q2b's backward test (public, and the grader's) says so in its first line",
          replace("class GatedConv", "return self.softplus2(atom_fea + self.bn2(summed))",
                  "atom_fea += self.bn2(summed)\n        return self.softplus2(atom_fea)"),
-         full(q2b=0, q4b=0), message=r"(?m)^a hidden test \([^\n]*\): backward through GatedConv failed: an in-place "
+         full(q2b=0, q4b=0), message=r"(?m)^test_backward: backward through GatedConv failed: an in-place "
                                      r"operation on the input"),
     # -- wrong: part 3 ------------------------------------------------------------------------
     Case("q3_sum_instead_of_mean", "wrong", "mean pooling that sums (no division by the atom counts): an "

@@ -23,9 +23,10 @@ EMBEDDING = cgcnn_utils.load_embedding()
 CHECKS = checks_module.checks(EMBEDDING)
 # The checks in order; "*" marks a hidden one (the master notebook keeps only the public tests).
 EXPECTED = {"q1a": "test_srtio3 test_other_crystals*", "q1b": "test_srtio3_shells test_padding test_against_reference*",
-            "q1c": "test_defaults test_other_grids*", "q2a": "test_shape_and_symmetry test_values*",
-            "q2b": "test_shape_and_symmetry test_values* test_backward*", "q3": "test_small_example test_random_batches*",
-            "q4a": "test_shape_and_invariance test_values*"}
+            "q1c": "test_defaults test_other_grids*", "q2a": "test_shape_and_symmetry test_small_example test_values*",
+            "q2b": "test_shape_and_symmetry test_small_example test_backward test_values*",
+            "q3": "test_small_example test_interleaved_crystals_and_gradients test_random_batches*",
+            "q4a": "test_shape_and_invariance test_small_example test_values*"}
 
 
 def _namespace(stub: bool = False, replace=()) -> dict:

@@ -92,6 +92,17 @@ def test_a_cell_past_its_cpu_time_is_stopped_by_name_and_the_next_cells_run(kern
     assert outcome.answers == {"q": {"a": 6}}
 
 
+def test_a_stopped_training_cell_leaves_no_model_to_score(kernel):
+    """A model cut off wherever the limit fell is not read: 4b says which cell stopped and why."""
+    run, _, _ = kernel
+    outcome = run(["model = 1\nwhile True:\n    pass", 'grader.check("q4b")'],
+                  [execution.Probe("q4b", [{"id": "model", "op": "trained_model"}], 'grader.check("q4b")')],
+                  Limits(cell_cpu_seconds=3, cell_wall_seconds=300, check_seconds=60, total_seconds=600))
+    assert "q4b" not in outcome.answers
+    assert outcome.missing["q4b"].startswith("the cell starting 'model = 1' was stopped after 3 s of CPU time "
+                                             "(time limit), before the check of q4b"), outcome.missing["q4b"]
+
+
 def test_a_cell_that_waits_is_stopped_at_its_wall_clock_limit(kernel):
     run, _, _ = kernel
     outcome = run(["import time\ntime.sleep(3600)"])
