@@ -100,8 +100,64 @@ def baselines(root: Path = PEROVSKITES) -> dict:
 
 def write_baselines(root: Path = PEROVSKITES, path: Path = OUTPUT) -> dict:
     result = baselines(root)
+    result["classification"] = classification_baselines(root.parent / "classification")
     path.write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+# ------------------------------------------------------------------------- classification set
+
+CLASSIFICATION = DATA / "classification"
+
+
+def _tolerance_rule(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """The range [lo, hi] of the tolerance factor, with lo and hi among the values of `t`, that makes
+    "perovskite iff lo <= t <= hi" most accurate on (t, y); ties: the narrowest, then the lowest.
+    Returns (lo, hi, accuracy)."""
+    values = np.unique(t)
+    best = (-1.0, 0.0, 0.0, 0.0)
+    for i, lo in enumerate(values):
+        for hi in values[i:]:
+            acc = float(np.mean(((t >= lo) & (t <= hi)) == y))
+            key = (acc, -(hi - lo), -lo)
+            if key > (best[0], -(best[2] - best[1]), -best[1]):
+                best = (acc, float(lo), float(hi), acc)
+    return best[1], best[2], best[3]
+
+
+def classification_baselines(root: Path = CLASSIFICATION) -> dict:
+    """Structure-blind rules on the classification set: the stoichiometry rule ("A:B:O = 1:1:3 means
+    perovskite") and the tolerance-factor rule (perovskite iff t lies in a range chosen on the training
+    set), with the class balance and the structure types in each split."""
+    with open(root / "split.csv", newline="") as f:
+        split = {r["id"]: r["split"] for r in csv.DictReader(f)}
+    with open(root / "metadata.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    parts = ("train", "val", "test")
+    part = {s: [r for r in rows if split[r["id"]] == s] for s in parts}
+    y = {s: np.array([int(r["is_perovskite"]) for r in part[s]]) for s in parts}
+    t = {s: np.array([float(r["tolerance_factor"]) for r in part[s]]) for s in parts}
+
+    def abo3(formula):
+        amounts = sorted(Composition(formula).get_el_amt_dict().items(), key=lambda kv: kv[0] == "O")
+        return len(amounts) == 3 and amounts[-1][0] == "O" and [a for _, a in amounts] == [1, 1, 3]
+
+    stoich = {s: np.array([abo3(r["formula"]) for r in part[s]]) for s in parts}
+    lo, hi, train_acc = _tolerance_rule(t["train"], y["train"])
+    types = sorted({r["prototype"] if r["is_perovskite"] == "0" else "perovskite" for r in rows})
+    return {
+        "units": "accuracy (fraction of entries classified correctly)",
+        "n": {s: len(part[s]) for s in parts},
+        "positive_share": {s: round(float(y[s].mean()), 4) for s in parts},
+        "types": {k: {s: sum((r["prototype"] if r["is_perovskite"] == "0" else "perovskite") == k for r in part[s])
+                      for s in parts} for k in types},
+        "stoichiometry_rule": {"rule": "A:B:O = 1:1:3 means perovskite",
+                               "test_accuracy": round(float(np.mean(stoich["test"] == y["test"])), 4)},
+        "tolerance_factor_rule": {"rule": "perovskite iff lo <= t <= hi, range chosen on the training set",
+                                  "range": [lo, hi], "train_accuracy": round(train_acc, 4),
+                                  "test_accuracy": round(float(np.mean(((t["test"] >= lo) & (t["test"] <= hi))
+                                                                       == y["test"])), 4)},
+    }
 
 
 if __name__ == "__main__":
