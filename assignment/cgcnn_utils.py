@@ -486,7 +486,7 @@ def plot_polymorph_differences(diffs: dict[str, tuple[float, float]], groups: di
     hi = max(float(np.abs(np.concatenate([true, predicted])).max()), 0.01) * 1.1
     ax.plot([-hi, hi], [-hi, hi], "k--", lw=1)
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set(xlim=(-0.02 * hi, hi), ylim=(-hi, hi), xlabel="CHGNet: above the formula's lowest (eV/atom)",
+    ax.set(xlim=(-0.02 * hi, hi), ylim=(min(-0.05 * hi, 1.2 * float(predicted.min())), hi), xlabel="CHGNet: above the formula's lowest (eV/atom)",
            ylabel="CGCNN: above that polymorph (eV/atom)",
            title=f"{title}\nMAE {np.abs(predicted - true).mean():.3f}; composition only "
                  f"{np.abs(true).mean():.3f} eV/atom ({len(true)} polymorphs)")
