@@ -277,6 +277,9 @@ def fit(model, train_epoch: Callable, train_batches, val_batches, normalizer, ta
     import torch
     from tqdm.auto import tqdm
     torch.set_num_threads(cpu_budget())
+    # Sums over gathered neighbours are otherwise added in an order that varies from run to run on more
+    # than one thread: with this, the same notebook trains the same model on the same thread count.
+    torch.use_deterministic_algorithms(True)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     history = {"train_loss": [], "train_mae": [], "val_mae": [], "seconds": 0.0}
@@ -302,6 +305,54 @@ def fit(model, train_epoch: Callable, train_batches, val_batches, normalizer, ta
 # ---------------------------------------------------------------------------------------------
 # Plots
 # ---------------------------------------------------------------------------------------------
+
+def plot_structure(structure, ax, title: str = "", polyhedra_around: str | None = None, bond: float = 3.0):
+    """Draw a crystal on a 3-D matplotlib axis: the unit cell's edges, its atoms (sized by atomic
+    radius, one colour per element, O red) and, around every atom of element `polyhedra_around` (the
+    B cation), the polyhedron of its O neighbours within `bond` A, periodic images included (the O
+    images that complete a polyhedron are drawn too)."""
+    import matplotlib.pyplot as plt
+    from mpl_toolkits.mplot3d.art3d import Line3DCollection, Poly3DCollection
+    from scipy.spatial import ConvexHull
+    elements = sorted({site.specie.symbol for site in structure} - {"O"})
+    palette = ["tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive", "tab:cyan"]
+    colour = {el: palette[k % len(palette)] for k, el in enumerate(elements)} | {"O": "tab:red"}
+    if polyhedra_around:  # the first such atom at the centre of the cell, where its polyhedron fits
+        structure = structure.copy()
+        first = next(site.frac_coords for site in structure if site.specie.symbol == polyhedra_around)
+        structure.translate_sites(range(len(structure)), 0.5 - first, to_unit_cell=True)
+    m = structure.lattice.matrix
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float)
+    edges = [(a, b) for a in range(8) for b in range(a + 1, 8) if np.abs(corners[a] - corners[b]).sum() == 1]
+    ax.add_collection3d(Line3DCollection([[corners[a] @ m, corners[b] @ m] for a, b in edges], colors="k",
+                                         linewidths=0.8))
+    extra = []
+    if polyhedra_around:
+        for site in structure:
+            if site.specie.symbol != polyhedra_around:
+                continue
+            ligands = sorted((n for n in structure.get_neighbors(site, bond) if n.specie.symbol == "O"),
+                             key=lambda n: n.nn_distance)
+            points = np.array([n.coords for n in ligands])
+            if len(points) >= 4:
+                faces = [points[simplex] for simplex in ConvexHull(points).simplices]
+                ax.add_collection3d(Poly3DCollection(faces, facecolor=colour[polyhedra_around], alpha=0.25,
+                                                     edgecolor="grey", linewidths=0.3))
+                extra.extend(points)
+    for el in elements + ["O"]:
+        xyz = np.array([site.coords for site in structure if site.specie.symbol == el])
+        if el == "O" and extra:
+            xyz = np.unique(np.round(np.vstack([xyz, extra]), 4), axis=0)
+        from pymatgen.core import Element
+        size = (14 * float(Element(el).atomic_radius or 1.0)) ** 2
+        ax.scatter(*xyz.T, s=size, color=colour[el], edgecolor="k", linewidth=0.4, depthshade=False, label=el)
+    span = np.vstack([corners @ m] + ([np.array(extra)] if extra else []))
+    ax.set_box_aspect(np.ptp(span, axis=0))
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8, markerscale=0.5, frameon=False)
+    return ax
+
 
 def plot_crystal_graph(structure, nbr_idx, nbr_dist, title: str = ""):
     """Left: the atoms of the unit cell. Right: its crystal graph, one node per atom and one edge
@@ -358,6 +409,22 @@ def plot_history(history: dict):
     return fig
 
 
+def plot_histories(histories: dict[str, list[dict]]):
+    """Training loss per epoch of several variants (one colour each, one line per seed), so that a run
+    that blows up or stalls shows beside the others."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, (name, runs) in enumerate(histories.items()):
+        for j, history in enumerate(runs):
+            ax.plot(range(1, len(history["train_loss"]) + 1), history["train_loss"], color=f"C{k % 10}",
+                    lw=1.2, alpha=0.8, label=name if j == 0 else None)
+    ax.set(xlabel="epoch", ylabel="MSE loss (normalised targets)", yscale="log",
+           title="training loss of each variant (one line per seed)")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
 def plot_parity(pred: dict[str, float], targets: dict[str, float], groups: dict[str, str], title=""):
     """Predicted against true values, coloured by group (polymorph)."""
     import matplotlib.pyplot as plt
@@ -382,6 +449,50 @@ def errors_by_group(pred: dict[str, float], targets: dict[str, float], groups: d
         sel = [i for i in pred if i in targets and groups[i] == g]
         out[g] = (len(sel), float(np.mean([abs(pred[i] - targets[i]) for i in sel])))
     return out
+
+
+def polymorph_differences(pred: dict[str, float], targets: dict[str, float],
+                          formulas: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """{id: (true, predicted)} energy of each polymorph above its formula's lowest polymorph (eV/atom),
+    for the formulas with at least two polymorphs among the ids of `pred` that have a target. The
+    lowest is the formula's lowest *true* label; both differences are taken against that entry (which
+    itself is left out). A model that reads only the formula predicts the same value for every
+    polymorph of a formula, so all its predicted differences are 0."""
+    by_formula: dict[str, list[str]] = {}
+    for i in pred:
+        if i in targets:
+            by_formula.setdefault(formulas[i], []).append(i)
+    out = {}
+    for ids in by_formula.values():
+        if len(ids) < 2:
+            continue
+        low = min(sorted(ids), key=lambda i: targets[i])
+        for i in sorted(ids):
+            if i != low:
+                out[i] = (targets[i] - targets[low], pred[i] - pred[low])
+    return out
+
+
+def plot_polymorph_differences(diffs: dict[str, tuple[float, float]], groups: dict[str, str], title=""):
+    """Predicted against true energy above the formula's lowest polymorph, coloured by group, with the
+    MAE of the differences beside that of a composition-only model (which predicts 0 for every one)."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 5))
+    true = np.array([t for t, _ in diffs.values()])
+    predicted = np.array([p for _, p in diffs.values()])
+    for g in sorted({groups[i] for i in diffs}):
+        sel = [k for k, i in enumerate(diffs) if groups[i] == g]
+        ax.scatter(true[sel], predicted[sel], s=14, alpha=0.7, label=g)
+    hi = max(float(np.abs(np.concatenate([true, predicted])).max()), 0.01) * 1.1
+    ax.plot([-hi, hi], [-hi, hi], "k--", lw=1)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlim=(-0.02 * hi, hi), ylim=(min(-0.05 * hi, 1.2 * float(predicted.min())), hi), xlabel="CHGNet: above the formula's lowest (eV/atom)",
+           ylabel="CGCNN: above that polymorph (eV/atom)",
+           title=f"{title}\nMAE {np.abs(predicted - true).mean():.3f}; composition only "
+                 f"{np.abs(true).mean():.3f} eV/atom ({len(true)} polymorphs)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------
