@@ -445,6 +445,9 @@ def _interleaved_pools() -> Check:
 
 
 def _small_network() -> Check:
+    """The notebook's public example, judged as 4a's hidden check judges: the head applied to the
+    submission's own pooling of the embedded atoms (conv="none": no layers), so that a pooling mistake
+    costs part 3, not this part too."""
     x = np.array([[0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 1.0]], dtype=np.float32)
     c = np.array([0, 0, 1, 1, 1])  # sorted: part 3's checks cover unsorted indices
     idx, e = np.array([[1], [0], [3], [4], [2]]), np.zeros((5, 1, 1), dtype=np.float32)
@@ -452,11 +455,25 @@ def _small_network() -> Check:
                   "conv_to_fc.weight": [[1.2, -0.7], [0.4, 0.9]], "conv_to_fc.bias": [-0.5, 0.2],
                   "fc_out.weight": [[0.8, -1.1]], "fc_out.bias": [0.3]})
     kwargs = {"orig_atom_fea_len": 3, "nbr_fea_len": 1, "atom_fea_len": 2, "h_fea_len": 2, "conv": "none"}
-    requests = [_module(f"test_small_example/pool={pool}", "CGCNN", w, [*_tensors((x, e, idx, c)), 2],
-                        init_kwargs=kwargs | {"pool": pool}) for pool in ("mean", "max")]
-    want = {f"test_small_example/pool={pool}": reference.cgcnn_forward(w, x, e, idx, c, 2, conv="none", pool=pool)
-            for pool in ("mean", "max")}
-    return _check("q4a", "test_small_example", False, requests, _small_values("q4a", "CGCNN's output", requests, want))
+    embedded = reference.linear(w, "embedding.", x).astype(np.float32)
+    requests = [{"id": f"test_small_example/pool={pool}", "op": "cgcnn_stages", "init_kwargs": kwargs | {"pool": pool},
+                 "state": _encoded(w), "inputs": [*_tensors((x, e, idx, c)), 2], "embedded": _tensor(embedded)}
+                for pool in ("mean", "max")]
+
+    def judge(answers):
+        for request in requests:
+            got, where = answers[request["id"]], request["id"].split("/", 1)[1]
+            assert isinstance(got, dict) and "output" in got, f"{where}: the model gave no output"
+            out = _array(got["output"], "CGCNN's output")
+            pooled = _array(got["pooled"], "your pooling")
+            assert out.shape == (2,), f"{where}: one prediction per crystal, shape (2,), expected; got {out.shape}"
+            assert pooled.shape == (2, 2), f"{where}: your pooling gives shape {pooled.shape}, expected (2, 2)"
+            want = reference.cgcnn_head(w, pooled)
+            assert _gap(out, want) < 1e-4, (f"{where}: got {np.round(out, 4).tolist()}, expected "
+                                            f"{np.round(want, 4).tolist()} (within 1e-4, from your own pooling); "
+                                            + _SEE_PUBLIC)
+
+    return _check("q4a", "test_small_example", False, requests, judge)
 
 
 def _q2a() -> list[Check]:
