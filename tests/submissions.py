@@ -737,7 +737,8 @@ CASES: list[Case] = [
          "abs before every check", edits(*WRONG_1C_2B_3, insert(IMPORTS, REPATCH_BEFORE_CHECKS)),
          full(q1c=0, q2b=0, q3=0, q4b=0), message=GATED),
     Case("adv_reads_hidden_tests", "adversarial", "gaussian_expand wrong (`/ var`) unless it finds q1c's "
-         "hidden test on disk", body("def gaussian_expand", READS_HIDDEN_TEST), full(q1c=0), message=STEP_AWAY),
+         "hidden test on disk (it finds none: as q1c_var_not_squared, 4b just over twice the threshold)",
+         body("def gaussian_expand", READS_HIDDEN_TEST), full(q1c=0, q4b=0), message=STEP_AWAY),
     Case("adv_peeks_at_expected", "adversarial", "gaussian_expand right for the public grid only, and "
          "returns any `want` it finds up the stack", body("def gaussian_expand", PEEKS_AT_EXPECTED), full(q1c=0),
          message="values differ for grid"),
