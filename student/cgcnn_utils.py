@@ -495,6 +495,24 @@ def plot_polymorph_differences(diffs: dict[str, tuple[float, float]], groups: di
     return fig
 
 
+def check_saved(notebook: str | Path) -> bool:
+    """Say whether the notebook as saved on disk holds outputs (the export zips the saved file, so
+    unsaved outputs and answers would not reach the course staff); True when it does."""
+    import nbformat
+    path = Path(notebook)
+    if not path.is_file():
+        print(f"{path} not found: run this cell in the notebook's folder (on Colab, download the notebook instead)")
+        return False
+    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    with_outputs = sum(bool(c.get("outputs")) for c in cells)
+    if with_outputs == 0:
+        print(f"{path.name} as saved has no outputs: save it (File > Save, or Ctrl+S), then run this cell again")
+        return False
+    print(f"{path.name} as saved: {with_outputs} of {len(cells)} code cells have outputs. If you ran cells since "
+          "you last saved, save again before exporting.")
+    return True
+
+
 # ---------------------------------------------------------------------------------------------
 # Cells that need the student's code
 # ---------------------------------------------------------------------------------------------
