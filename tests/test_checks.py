@@ -231,7 +231,7 @@ def test_a_failed_hidden_check_names_the_property_not_the_source():
     namespace = _namespace(replace=[("round((dmax - dmin) / step)", "int((dmax - dmin) / step)")])
     q1c = [c for c in CHECKS if c.question == "q1c"]
     raw = json.loads(json.dumps(cgcnn_kernel.answer(namespace, [r for c in q1c for r in c.requests])))
-    (line,) = scoring._verdicts(q1c, raw, None)
+    (line,) = [message for _, message in scoring._verdicts(q1c, raw, None) if message]
     summary = re.escape(q1c[-1].summary)
     assert re.fullmatch(rf"a hidden test \({summary}\): the number of Gaussians for dmin=0\.0, dmax=0\.7, step=0\.1: "
                         r"expected 8, got 7 .*", line), line
@@ -249,8 +249,8 @@ def test_a_stopped_training_is_not_scored_and_says_why_in_its_first_line():
     why = (f"the cell starting 'model, val_pred = None, {{}}' was stopped after {limits.cell_cpu_seconds:.0f} s of "
            f"CPU time (time limit), before the check of q4b, so your training did not finish. "
            f"{execution.budget(limits)}")
-    points, text = scoring._mae_points(None, [], [], None, why, None, {})
-    assert points == 0
+    points, text, seen = scoring._mae_points(None, [], [], None, why, None, {})
+    assert points == 0 and seen == text, "why a model is not scored is no secret: students see it at once"
     first = text.splitlines()[0]
     assert first.startswith("Not scored: the cell starting 'model, val_pred = None, {}' was stopped after 240 s of CPU "
                             "time (time limit)"), first
@@ -322,3 +322,53 @@ def test_the_grader_predicts_the_held_out_crystals_as_the_solution_model_does():
     assert why == "" and mae == pytest.approx(np.mean([abs(theirs[i] - y) for i, y in zip(ids, labels)]), abs=1e-4)
     raw["model"] = {"__error__": "NameError: name 'model' is not defined"}
     assert scoring.heldout_mae(raw, None, heldout)[0] is None
+
+
+def test_students_see_public_verdicts_at_once_and_points_hidden_verdicts_and_the_mae_when_published():
+    """results.json of a notebook that fails only q1c's hidden check, with an untrained model for 4b:
+    before publication a student sees every public verdict and 4b's tier, never the test MAE (no
+    oracle to tune on) nor a hidden verdict; the published entries name the failed hidden check by
+    what it tests, and the staff's extra_data holds the exact MAE."""
+    import dataclasses
+    from cgcnn_grading import scoring
+    from cgcnn_grading.settings import MAE_QUESTION, Settings
+    import build
+    namespace = _namespace(replace=[("round((dmax - dmin) / step)", "int((dmax - dmin) / step)")])
+    data = cgcnn_utils.load_dataset()
+    ids = data.ids("test")[:6]
+    torch.manual_seed(0)
+    namespace["model"] = namespace["CGCNN"](nbr_fea_len=len(reference.gaussian_centres(
+        0, cgcnn_utils.GRAPH.radius, cgcnn_utils.GRAPH.step)))
+    namespace["normalizer"] = cgcnn_utils.Normalizer([-2.0, -3.0])
+    heldout = scoring.Heldout(reference.batch([data.structure(i) for i in ids], namespace["embedding"],
+                                              cgcnn_utils.GRAPH.radius, cgcnn_utils.GRAPH.max_num_nbr,
+                                              cgcnn_utils.GRAPH.step), np.array([data.targets[i] for i in ids]))
+    points = build.question_points(nbformat.read(NB, as_version=4))
+    settings = Settings("cgcnn_perovskites", points, {}, [], 0.1, dataclasses.asdict(cgcnn_utils.GRAPH))
+    answers = {}
+    for question in points:
+        requests = [r for c in CHECKS if c.question == question for r in c.requests]
+        requests += [{"id": "model", "op": "trained_model"}] if question == MAE_QUESTION else []
+        answers[question] = json.loads(json.dumps(cgcnn_kernel.answer(namespace, requests)))
+    results = scoring.score(settings, CHECKS, answers, {}, heldout, [])
+    mae = results["extra_data"]["test_mae"]
+    entries = {t["name"]: t for t in results["tests"]}
+
+    published = {q: entries[q] for q in points}
+    assert all(t["visibility"] == "after_published" for t in published.values())
+    assert {q: t["score"] for q, t in published.items() if t["score"] < t["max_score"]} == {"q1c": 0, MAE_QUESTION: 0}
+    assert "a hidden test (" + CHECKS_BY_NAME["q1c", "test_other_grids"].summary in published["q1c"]["output"]
+    assert "def test_" not in json.dumps(results) and "expected 8, got 7" in published["q1c"]["output"]
+    assert f"Test MAE {mae:.4f} eV/atom" in published[MAE_QUESTION]["output"]
+
+    seen = [t for t in results["tests"] if t.get("visibility", results["visibility"]) == "visible"]
+    assert [t["name"] for t in seen] == [f"{q} (public checks)" for q in points if q != MAE_QUESTION] + [f"{MAE_QUESTION} (tier)"]
+    assert all("score" not in t and "max_score" not in t for t in seen), "points wait for publication (but 4b's tier)"
+    q1c = entries["q1c (public checks)"]
+    assert q1c["status"] == "passed" and "1 hidden check: its verdict" in q1c["output"], q1c
+    text = results["output"] + "".join(t["output"] for t in seen)
+    assert f"{mae:.3f}" not in text and f"{mae:.4f}" not in text and "Test MAE" not in text, text
+    assert "earns 0 of 7 points" in entries[f"{MAE_QUESTION} (tier)"]["output"]
+
+
+CHECKS_BY_NAME = {(c.question, c.name): c for c in CHECKS}

@@ -84,13 +84,20 @@ def test_results_follow_gradescope_format_with_30_points(graded, failing):
     assert sum(t.get("score", 0) for t in failing["tests"]) == 0
 
 
-def test_students_see_every_part_and_staff_keep_the_log(graded, failing):
-    """Every part's result is visible (its failures name the check, hidden checks by what they test,
-    never their inputs or expected values); the grading log stays with the course staff."""
+def test_students_see_public_verdicts_now_and_points_when_published(graded, failing):
+    """Each part's public verdicts are visible at once; its points, hidden verdicts (named by what they
+    test, never their inputs or expected values) and 4b's test MAE once grades are published, 4b's tier
+    at once. The grading log and the exact MAE (extra_data) stay with the course staff."""
     for results in (graded.results, failing):
-        assert {t["name"]: t.get("visibility", "visible") for t in results["tests"]} == {q: "visible" for q in QUESTIONS}
+        visibility = {t["name"]: t.get("visibility", results.get("visibility", "visible")) for t in results["tests"]}
+        assert {q: visibility[q] for q in QUESTIONS} == {q: "after_published" for q in QUESTIONS}
+        assert {n for n, v in visibility.items() if v == "visible"} == \
+            {f"{q} (public checks)" for q in QUESTIONS[:-1]} | {f"{QUESTIONS[-1]} (tier)"}
         assert results.get("stdout_visibility", "hidden") == "hidden"
     assert "a hidden test (" in "".join(t["output"] for t in failing["tests"]), "a failing hidden check is named"
+    mae = graded.results["extra_data"]["test_mae"]
+    seen = graded.results["output"] + "".join(t["output"] for t in graded.results["tests"] if t.get("visibility") == "visible")
+    assert f"{mae:.3f}" not in seen and "Test MAE" not in seen, "before publication the test MAE is no oracle"
 
 
 def test_students_see_no_held_out_crystal_or_label(graded, failing, heldout):

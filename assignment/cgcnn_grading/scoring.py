@@ -21,24 +21,45 @@ class Heldout:
     labels: np.ndarray  # eV/atom, in the order of the crystals in `inputs`
 
 MESSAGE_CHARS = 600  # of one failed check's message: enough to act on, never a page of arrays
+# Gradescope shows these entries (points, hidden verdicts, the test MAE) only once the course staff
+# publish the grades: before that a submission cannot be used to probe the hidden tests or the test set.
+PUBLISHED = "after_published"
 
 
-def _verdicts(checks: list[Check], raw: dict | None, missing: str | None) -> list[str]:
-    """The failures of one part's checks, as lines a student can read (empty: every check passed)."""
-    failures = []
+def _verdicts(checks: list[Check], raw: dict | None, missing: str | None) -> list[tuple[Check, str | None]]:
+    """Each check of one part with its failure, as a line a student can read (None: it passed). A part
+    whose answers were never captured fails its first check with the reason."""
+    if raw is None:
+        return [(checks[0], f"not checked: {missing}")] if checks else []
+    out = []
     for check in checks:
-        if raw is None:
-            failures.append(f"not checked: {missing}")
-            break
         try:
             check.judge(Answers(raw))
+            out.append((check, None))
         except AssertionError as err:
             message = str(err).strip()[:MESSAGE_CHARS] or "(no message)"
             where = f"a hidden test ({check.summary})" if check.hidden else check.name
-            failures.append(f"{where}: {message}")
+            out.append((check, f"{where}: {message}"))
         except Exception as err:  # noqa: BLE001 - a judge must not crash grading; say it plainly
-            failures.append(f"{check.name}: the grader could not judge the answer ({type(err).__name__}: {err})")
-    return failures
+            out.append((check, f"{check.name}: the grader could not judge the answer ({type(err).__name__}: {err})"))
+    return out
+
+
+def _public_entry(question: str, verdicts: list[tuple[Check, str | None]], checks: list[Check],
+                  not_checked: str | None) -> dict:
+    """What a student sees at once: the public checks' verdicts, as the notebook's own tests give them.
+    The hidden checks' verdicts and the part's points wait for publication (PUBLISHED), so that the
+    hidden tests cannot be probed by resubmitting."""
+    lines = [message or f"{check.name}: passed" for check, message in verdicts if not check.hidden]
+    hidden = sum(check.hidden for check in checks)
+    if hidden:
+        lines.append(f"{hidden} hidden check{'s' if hidden > 1 else ''}: {'their' if hidden > 1 else 'its'} verdict and "
+                     "this part's points are shown when grades are published.")
+    failed = any(message for check, message in verdicts if not check.hidden)
+    if not_checked:  # the answers never reached the grader: say why, whichever check would have said it
+        lines, failed = [f"not checked: {not_checked}"], True
+    return {"name": f"{question} (public checks)", "visibility": "visible", "status": "failed" if failed else "passed",
+            "output": "\n".join(lines) or "This part has no public checks."}
 
 
 def heldout_mae(raw: dict | None, missing: str | None, heldout: "Heldout") -> tuple[float | None, str]:
@@ -72,45 +93,61 @@ def heldout_mae(raw: dict | None, missing: str | None, heldout: "Heldout") -> tu
 
 def score(settings: Settings, checks: list[Check], answers: dict, missing: dict,
           heldout: Heldout, events: list[str]) -> dict:
-    """results.json for Gradescope: one entry per part, the total, and what happened while grading."""
+    """results.json for Gradescope. Per part, two entries: the public checks' verdicts, visible at once,
+    and the part's points with every verdict (hidden checks named by what they test, never their
+    source), visible once grades are published. 4b's visible entry gives its tier, never the test MAE
+    (no oracle to tune on): the MAE is the staff's, in `extra_data`, and the student's after publication."""
     tests, extra, failed = [], {}, []
     for question, points in settings.points.items():
         raw, why = answers.get(question), missing.get(question, "the check did not run")
-        failures = _verdicts([c for c in checks if c.question == question], raw, why)
+        part_checks = [c for c in checks if c.question == question]
+        verdicts = _verdicts(part_checks, raw, why)
+        failures = [message for _, message in verdicts if message]
         if question == MAE_QUESTION:
             network = [q for q in failed if q in FORWARD_PARTS]
-            got, output = _mae_points(settings, failures, network, raw, why, heldout, extra)
+            got, output, seen = _mae_points(settings, failures, network, raw, why, heldout, extra)
+            tests.append({"name": f"{question} (tier)", "visibility": "visible",
+                          "status": "passed" if got == points else "failed", "output": seen})
         else:
             got = 0.0 if failures else float(points)
             output = "All checks passed." if not failures else "\n".join(failures)
+            tests.append(_public_entry(question, verdicts, part_checks, why if raw is None else None))
         failed += [question] if failures else []
-        tests.append({"name": question, "score": got, "max_score": float(points), "visibility": "visible",
+        tests.append({"name": question, "score": got, "max_score": float(points), "visibility": PUBLISHED,
                       "output": output})
-    total = sum(t["score"] for t in tests)
+    total = sum(t.get("score", 0) for t in tests)
     return {"score": total, "tests": tests, "output": "\n".join(events), "extra_data": extra,
             "visibility": "visible", "stdout_visibility": "hidden"}
 
 
-def _mae_points(settings, failures, network, raw, why, heldout, extra):
+def _mae_points(settings, failures, network, raw, why, heldout, extra) -> tuple[float, str, str]:
+    """4b's points, the full account (published) and what the student sees before: the tier only."""
     if failures:
-        return 0.0, "Not scored: a check of this part failed.\n" + "\n".join(failures)
+        text = "Not scored: a check of this part failed.\n" + "\n".join(failures)
+        return 0.0, text, text
     if network:
-        return 0.0, (f"Not scored: 4b evaluates your trained parameters in the grader's CGCNN, which is your "
-                     f"network only when parts {', '.join(FORWARD_PARTS)} pass; {', '.join(network)} did not. "
-                     "Fix that part and your model's test MAE counts.")
+        text = (f"Not scored: 4b evaluates your trained parameters in the grader's CGCNN, which is your "
+                f"network only when parts {', '.join(FORWARD_PARTS)} pass; {', '.join(network)} did not. "
+                "Fix that part and your model's test MAE counts.")
+        return 0.0, text, text
     mae, reason = heldout_mae(raw, why, heldout)
     if mae is None:
-        return 0.0, f"Not scored: {reason}"
+        return 0.0, f"Not scored: {reason}", f"Not scored: {reason}"
     extra["test_mae"] = mae
-    lines, got = [f"Test MAE {mae:.4f} eV/atom on {len(heldout.labels)} held-out crystals (your trained "
-                  "parameters in the grader's CGCNN)."], 0.0
+    lines, tiers, got = [f"Test MAE {mae:.4f} eV/atom on {len(heldout.labels)} held-out crystals (your trained "
+                         "parameters in the grader's CGCNN)."], [], 0.0
     for name, factor, points in MAE_TIERS:
         limit = factor * settings.mae_full
         passed = mae <= limit
         got += points if passed else 0
         lines.append(f"{name}: {'passed' if passed else 'failed'} (MAE {'<=' if passed else '>'} {limit:.3f}"
                      f" eV/atom: {points if passed else 0}/{points} points)")
-    return float(got), "\n".join(lines)
+        tiers.append(f"{name}: {'passed' if passed else 'failed'} ({points if passed else 0}/{points} points)")
+    possible = sum(points for *_, points in MAE_TIERS)
+    seen = "\n".join([f"Your trained model earns {got:g} of {possible:g} points on the held-out crystals."] + tiers + [
+        "The test MAE itself is shown when grades are published: the held-out set grades your model once; "
+        "choose settings on the validation set."])
+    return float(got), "\n".join(lines), seen
 
 
 def error_results(text: str, help_text: str) -> dict:
