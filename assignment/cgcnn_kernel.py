@@ -43,6 +43,7 @@ import os
 
 MIME = "application/vnd.cgcnn.probe+json"
 SETUP = "import cgcnn_kernel; cgcnn_kernel.setup()"  # the grader's first cell
+TRAINED = ("model", "normalizer")  # the notebook's names that 4b's probe reads (trained_model)
 
 
 def setup() -> None:
@@ -169,7 +170,7 @@ def _cgcnn_stages(ns, init_kwargs, state, inputs, embedded):
 def _trained_model(ns):
     """The trained `model`'s parameters and buffers, its pooling and the target normalizer: the grader
     evaluates them in its own CGCNN on crystals this kernel never sees."""
-    model, normalizer = ns.get("model"), ns.get("normalizer")
+    model, normalizer = (ns.get(name) for name in TRAINED)
     if model is None or normalizer is None:
         raise LookupError(f"there is no trained {'model' if model is None else 'normalizer'} (still None or "
                           "undefined): did the training cell run without an error?")

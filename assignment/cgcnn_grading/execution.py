@@ -40,6 +40,8 @@ IGNORE_TAG = "otter_ignore"  # cells otter's grading skips; the notebook tags Pa
 # part 4b's, holds its input batches: about 6 MB).
 OUTPUT_BYTES = 32_000_000
 GRACE_SECONDS = 10  # after an interrupt, before the kernel is ended
+SUBMITTED_CELL = "submitted_cell"  # metadata of a cell as executed: its index in the submitted notebook
+EXECUTED = "notebook.ipynb"  # the notebook as executed, kept beside results.json for the course staff
 
 
 @dataclass
@@ -167,16 +169,21 @@ def run(nb: nbformat.NotebookNode, work: Path, kernel_dir: Path, user: pwd.struc
     outcome = Outcome()
     anchors = {p.after: p for p in probes if p.after}
     plan: list[tuple[str, object]] = [("setup", SETUP)]
-    for cell in nb.cells:
+    origin: dict[int, int] = {}  # planned cell -> its index in `nb`
+    for index, cell in enumerate(nb.cells):
         source = cell.source.strip()
         if cell.cell_type != "code" or IGNORE_TAG in cell.metadata.get("tags", []) or source in skip:
             continue
         probe = anchors.pop(source, None)
+        if not probe:
+            origin[len(plan)] = index
         plan.append(("probe", probe) if probe else ("cell", cell.source))
     plan += [("probe", p) for p in probes if p.after is None or p.after in anchors]
 
     cells = [nbformat.v4.new_code_cell(SETUP if kind == "setup" else item.source() if kind == "probe" else item)
              for kind, item in plan]
+    for planned, index in origin.items():  # the notebook as executed names each cell's place in the submission
+        cells[planned].metadata[SUBMITTED_CELL] = index
     executed = nbformat.v4.new_notebook(cells=cells, metadata=nb.metadata)
     km = SandboxedKernelManager(kernel_name="python3", user=user,
                                 connection_file=str(kernel_dir / "kernel.json"))
@@ -239,6 +246,7 @@ def run(nb: nbformat.NotebookNode, work: Path, kernel_dir: Path, user: pwd.struc
                             outcome.answers[name] = found[-1]["answers"]
                         else:
                             outcome.missing[name] = stop or dead or _why_no_answers(cell)
+                        _elide_answers(cell)
             finally:
                 watchdog.done.set()
                 outcome.cpu_seconds = sandbox.cpu_seconds(user.pw_uid)
@@ -262,6 +270,14 @@ def _reap(km) -> None:
             process.wait(timeout=GRACE_SECONDS)
     except Exception:  # noqa: BLE001 - reaping is hygiene; grading goes on without it
         pass
+
+
+def _elide_answers(cell) -> None:
+    """The probe's answers (4b's: megabytes of parameters and batches) left out of the notebook as
+    executed, which is kept for reading; they are already read."""
+    for output in cell.outputs:
+        if MIME in output.get("data", {}):
+            output["data"] = {"text/plain": "(the probe's answers, read by the grader)"}
 
 
 def _why_no_answers(cell) -> str:

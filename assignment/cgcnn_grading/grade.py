@@ -105,7 +105,7 @@ def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_n
     notebook = read_notebook(find_notebook(upload), settings.assignment)
     embedding = json.loads((source / "files" / "data" / "atom_init.json").read_text())
     embedding = {int(z): np.asarray(v, dtype=np.float32) for z, v in embedding.items()}
-    checks = all_checks(embedding)
+    checks = all_checks(embedding, settings.term)
     heldout = heldout_set(source / HELDOUT, embedding, settings.graph)
 
     with sandbox.grading_user(user_name) as user:
@@ -129,6 +129,8 @@ def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_n
             sandbox.end_all(user.pw_uid)
             shutil.rmtree(scratch, ignore_errors=True)
     results = scoring.score(settings, checks, outcome.answers, outcome.missing, heldout, outcome.events)
+    # the time-limit stops, for the course's own tools (build.py grade's status): not parsed from the text
+    results.setdefault("extra_data", {})["stopped"] = list(outcome.stopped)
     return Report(results, outcome.notebook, outcome.events, outcome.stopped, outcome.cpu_seconds)
 
 
@@ -140,13 +142,25 @@ def write_results(path: Path, results: dict) -> None:
     os.replace(tmp, path)
 
 
+def write_notebook(path: Path, notebook: nbformat.NotebookNode) -> None:
+    """Write the notebook as executed (for the course staff: the build reads why a solution lost
+    points from it) whole, readable by root only; Gradescope reads results.json alone."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(nbformat.writes(notebook))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
 def main(root: Path, private: list[Path] = (), user_name: str = sandbox.USER) -> int:
     """Gradescope's layout under `root` (/autograder): grade submission/ with source/, write
-    results/results.json. Whatever happens, the only results.json is the one written here."""
+    results/results.json and, where the notebook ran, results/notebook.ipynb (as executed). Whatever
+    happens, the only results.json is the one written here."""
     source, upload, results_dir = root / "source", root / "submission", root / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "results.json").unlink(missing_ok=True)  # never adopt a file this run did not write
+    for name in ("results.json", execution.EXECUTED):  # never adopt a file this run did not write
+        (results_dir / name).unlink(missing_ok=True)
     sandbox.private(results_dir)
+    report = None
     try:
         report = grade_submission(source, upload, [results_dir, *private], user_name)
         results = report.results
@@ -156,5 +170,10 @@ def main(root: Path, private: list[Path] = (), user_name: str = sandbox.USER) ->
         traceback.print_exc()
         results = scoring.error_results(f"{type(err).__name__}: {err}", HELP)
     write_results(results_dir / "results.json", results)
-    print(json.dumps({t["name"]: t["score"] for t in results["tests"]}), file=sys.stderr)
+    if report is not None and report.notebook is not None:
+        try:
+            write_notebook(results_dir / execution.EXECUTED, report.notebook)
+        except Exception:  # noqa: BLE001 - a copy for reading; the results are written already
+            traceback.print_exc()
+    print(json.dumps({t["name"]: t["score"] for t in results["tests"] if "score" in t}), file=sys.stderr)
     return 0
