@@ -1,9 +1,17 @@
 """Build the releases of the CGCNN assignment from the master notebook.
 
+    python build.py install [--data] [pip options]
+                                 install what the project needs, torch's CPU build first on Linux
+                                 (--data: also CHGNet, for `python build.py data` and its tests)
     python build.py              student/, solutions/ and autograder/ from assignment/
     python build.py calibrate    train the solution over several seeds; writes the MAE thresholds
     python build.py data         regenerate the data set with CHGNet (needs requirements-data.txt)
-    python build.py grade DIR [scores.csv]   grade every submission in DIR locally (otter run)
+    python build.py pdf SUBMISSIONS... [-o DIR]
+                                 the PDF of the written questions of each submission, offline
+                                 (Debian's chromium-headless-shell and libjs-mathjax)
+    python build.py grade SUBMISSIONS [-o scores.csv] [-j N] [--results DIR]
+                                 grade Gradescope's export (or a folder of .ipynb/.zip) side by side,
+                                 as Gradescope does; a CSV to import (`python build.py grade -h`)
 
 The build stages the master notebook with the student copy of the data (no held-out labels) in a
 temporary directory, runs `otter assign` there, grades the solution with the new autograder zip,
@@ -12,18 +20,28 @@ executes the solution notebook, and only then replaces the three release directo
 
 from __future__ import annotations
 
+import ast
 import copy
 import csv
 import hashlib
+import io
 import json
 import math
 import os
+import queue
 import re
 import shutil
 import subprocess
+import symtable
 import sys
 import tempfile
+import textwrap
+import threading
+import time
+import tokenize
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -31,7 +49,8 @@ ASSIGNMENT = ROOT / "assignment"
 NAME = "cgcnn_perovskites"
 MASTER = ASSIGNMENT / f"{NAME}.ipynb"
 CALIBRATION = ASSIGNMENT / "calibration.json"
-SHIPPED = ["cgcnn_utils.py", "autograder_requirements.txt"]
+SUPPORT = "cgcnn_utils"  # the support module: loading, batching, the training loop
+SHIPPED = [f"{SUPPORT}.py", "autograder_requirements.txt"]
 # The grader, at the top level of the autograder zip (on the sys.path of Gradescope's entry point):
 GRADER = ["run_otter.py", "cgcnn_kernel.py", "cgcnn_grading"]
 HELDOUT = "heldout.json"  # the held-out crystals and their labels: only in the zip, never in student/
@@ -42,6 +61,20 @@ AUTOGRADER_ZIP = ROOT / "autograder" / ZIP_NAME
 NB_NAME = f"{NAME}.ipynb"
 CALIBRATION_SEEDS = [0, 1, 2]
 MARGIN = 1.5  # full credit up to 1.5 times the worst solution seed's test MAE
+# What a calibration measured, besides the master's cells that 4b's model depends on and the support
+# module's code they call (build.fingerprint): the grader's CGCNN, which computes the test MAE, and
+# the data set (training, validation and held-out crystals, their labels, the element embedding).
+MEASURED_BY = {"cgcnn_grading/reference.py": ["batch", "cgcnn_forward"]}  # what grade.py and scoring.py call
+CALIBRATION_DATA = "data/perovskites"
+# What a failed build leaves for reading (git-ignored): one folder per step, replaced at its next failure.
+FAILURES = ROOT / "build-failures"
+# student/ in one file as well: Colab's uploader takes files, not folders (about 1,300 of them)
+STUDENT_ZIP = f"{NAME}-student.zip"
+# PyTorch's index of CPU-only builds. PyPI's Linux torch is the CUDA build, which pulls nvidia-* and
+# triton wheels (gigabytes) that a course without GPUs never uses; this index's torch is the same code
+# without CUDA. macOS and Windows wheels on PyPI are CPU-only already.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+TORCH_CPU_MACHINES = ("x86_64", "aarch64")  # the Linux machines that index has wheels for
 
 
 class BuildError(RuntimeError):
@@ -62,6 +95,94 @@ def check_inputs() -> None:
     for rel in SHIPPED + GRADER + [f"data/perovskites/{f}" for f in DATA_FILES] + ["data/classification/id_prop.csv"]:
         if not (ASSIGNMENT / rel).exists():
             raise BuildError(f"assignment/{rel} is missing (run `python build.py data` for the data set)")
+    check_rubrics(nb)
+
+
+def keep_failure(step: str, files: list[Path]) -> Path:
+    """FAILURES/<step>, emptied, holding copies of those of `files` that exist: what a failed step
+    leaves for reading once its temporary folder is gone. Root's alone, as the repository is."""
+    dest = FAILURES / step
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    os.chmod(FAILURES, 0o700)
+    for file in files:
+        if file.is_file():
+            shutil.copy(file, dest / file.name)
+    return dest
+
+
+def _shown(path: Path) -> str:
+    """A path as messages give it: relative to the repository when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _first_line(source: str) -> str:
+    """A cell's first line of code (comments aside): how messages name a cell."""
+    line = next((l for l in source.splitlines() if l.strip() and not l.lstrip().startswith("#")), source.strip())
+    return line.strip()[:60]
+
+
+def _ipython(source: str) -> str:
+    """A cell's source as IPython compiles it (magics and shell escapes become calls)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+    return TransformerManager().transform_cell(source)
+
+
+def _layout(nb) -> list[tuple[str | None, str | None]]:
+    """Each cell's place among otter's annotations: (its question or None, "solution", "tests" or None)."""
+    places, question, part = [], None, None
+    for cell in nb.cells:
+        marker = cell.source.strip().split("\n", 1)[0].strip() if cell.cell_type == "raw" else ""
+        if marker == "# BEGIN QUESTION":
+            found = re.search(r"^name:\s*(\S+)", cell.source, re.M)
+            question = found.group(1) if found else "an unnamed question"
+        elif marker in ("# BEGIN SOLUTION", "# BEGIN TESTS"):
+            part = marker.split()[-1].lower()
+        places.append((question, part))
+        if marker == "# END QUESTION":
+            question = part = None
+        elif marker in ("# END SOLUTION", "# END TESTS"):
+            part = None
+    return places
+
+
+def where(nb, index: int) -> str:
+    """Cell `index` of the master notebook `nb` in words: its question block and its first line."""
+    places = _layout(nb)
+    question, part = places[index]
+    if question:
+        kind = {"solution": "the solution cell", "tests": "a test cell"}.get(part, "the cell")
+        block = f"{kind} of {question}"
+    else:
+        before = [q for q, _ in places[:index] if q]
+        block = f"the cell after {before[-1]}'s block" if before else "the cell before the first question"
+    return f"{block} starting `{_first_line(nb.cells[index].source)}` (cell {index} of {MASTER.name})"
+
+
+def in_master(source: str) -> str:
+    """Where a cell of a notebook made from the master (its solution or student version) is in the
+    master, found by its first line of code; else that first line alone."""
+    import nbformat
+    master = nbformat.read(MASTER, as_version=4)
+    first = _first_line(source)
+    same = [i for i, c in enumerate(master.cells) if c.cell_type == "code" and _first_line(c.source) == first]
+    return where(master, same[0]) if len(same) == 1 else f"the cell starting `{first}`"
+
+
+def check_code(nb) -> None:
+    """Every code cell of the master compiles as IPython runs it. A syntax error is named here with its
+    cell, before otter assign, rather than through the points a grading of the solution would lose."""
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        try:
+            compile(_ipython(cell.source), f"<cell {index}>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                    dont_inherit=True)
+        except (SyntaxError, ValueError) as err:  # ValueError: a null byte
+            line = (f" (line {err.lineno} of the cell: `{(err.text or '').strip()[:80]}`)"
+                    if isinstance(err, SyntaxError) and err.lineno else "")
+            raise BuildError(f"{type(err).__name__}: {getattr(err, 'msg', err)}{line} in {where(nb, index)}: "
+                             "fix it in the master notebook") from None
 
 
 def _rows(path: Path) -> list[dict]:
@@ -106,14 +227,91 @@ def _drop(folder: Path, ids: set[str]) -> None:
     (folder / "id_prop.csv").write_text("".join(l + "\n" for l in id_prop if l.split(",")[0] not in ids))
 
 
+def _exponent(value: float) -> str:
+    """3e-3, as the notebook's text writes a learning rate."""
+    mantissa, exponent = f"{value:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+# The training recipe's numbers that the notebook's text quotes, as __NAME__, and how it writes them:
+# each is read from its assignment in the master's code (the learning rate from cgcnn_utils.fit).
+QUOTED = {"SEED": str, "EPOCHS": str, "BATCH_SIZE": str, "LR": _exponent, "EXPERIMENT_TRAIN": str,
+          "EXPERIMENT_EPOCHS": str}
+
+
+def recipe_numbers(nb) -> dict[str, str]:
+    """The QUOTED numbers of master notebook `nb`, as its text writes them: each from its one top-level
+    assignment of a literal (`BATCH_SIZE, EPOCHS = 64, 60` included); LR from the `lr=` of the
+    training's cgcnn_utils.fit call, else from fit's default."""
+    values = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.parse(_ipython(cell.source)).body:
+            if not isinstance(node, ast.Assign):
+                continue
+            for target in node.targets:
+                pairs = (zip(target.elts, node.value.elts) if isinstance(target, ast.Tuple)
+                         and isinstance(node.value, ast.Tuple) else [(target, node.value)])
+                for name, value in pairs:
+                    if not (isinstance(name, ast.Name) and name.id in QUOTED):
+                        continue
+                    try:
+                        number = ast.literal_eval(value)
+                    except ValueError:
+                        raise BuildError(f"{name.id} = {ast.unparse(value)} in the master notebook: the notebook's "
+                                         "text quotes it, so it must be a number written out") from None
+                    if values.setdefault(name.id, number) != number:
+                        raise BuildError(f"{name.id} is set to {values[name.id]} and to {number} in the master "
+                                         "notebook: its text quotes one value; set it once")
+    values.setdefault("LR", _training_lr(nb))
+    return {key: QUOTED[key](value) for key, value in values.items()}
+
+
+def _training_lr(nb) -> float:
+    """The learning rate of 4b's training: its cgcnn_utils.fit call's `lr=`, else fit's default."""
+    recipe = recipe_cells(nb)
+    given = set()
+    for i in recipe:
+        for node in ast.walk(ast.parse(_ipython(nb.cells[i].source))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "fit":
+                for keyword in (k for k in node.keywords if k.arg == "lr"):
+                    try:
+                        given.add(ast.literal_eval(keyword.value))
+                    except ValueError:
+                        raise BuildError(f"4b's training calls fit with lr={ast.unparse(keyword.value)}: the notebook's "
+                                         "text quotes the learning rate, so write it out as a number") from None
+    if len(given) > 1:
+        raise BuildError(f"4b's training calls fit with several learning rates {sorted(given)}: the text quotes one")
+    if given:
+        return given.pop()
+    tree = ast.parse((ASSIGNMENT / f"{SUPPORT}.py").read_text())
+    fit = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "fit")
+    positional = fit.args.args[len(fit.args.args) - len(fit.args.defaults):]
+    defaults = dict(zip([a.arg for a in positional], fit.args.defaults))
+    defaults.update({a.arg: d for a, d in zip(fit.args.kwonlyargs, fit.args.kw_defaults) if d is not None})
+    return ast.literal_eval(defaults["lr"])
+
+
+def fill(text: str, thresholds: dict) -> str:
+    """The master notebook's text with the build's values in place of its __NAME__ placeholders: the
+    calibrated thresholds, the training recipe's numbers (recipe_numbers: its text never repeats
+    them), and the names the Colab setup cell uses (stated here only)."""
+    import nbformat
+    for key, value in thresholds.items():
+        text = text.replace(f"__{key.upper()}__", f"{value:.3f}")
+    for key, value in recipe_numbers(nbformat.reads(text, as_version=4)).items():
+        text = text.replace(f"__{key}__", value)
+    for key, value in {"student_zip": STUDENT_ZIP, "torch_cpu_index": TORCH_CPU_INDEX}.items():
+        text = text.replace(f"__{key.upper()}__", value)
+    return text
+
+
 def stage(dest: Path, thresholds: dict) -> tuple[Path, dict]:
     """The master notebook, with calibrated thresholds filled in, and what it ships, in `dest`;
     returns its path and the held-out set."""
     dest.mkdir(parents=True)
-    text = MASTER.read_text()
-    for key, value in thresholds.items():
-        text = text.replace(f"__{key.upper()}__", f"{value:.3f}")
-    (dest / MASTER.name).write_text(text)
+    (dest / MASTER.name).write_text(fill(MASTER.read_text(), thresholds))
     for rel in SHIPPED:
         shutil.copy(ASSIGNMENT / rel, dest / rel)
     return dest / MASTER.name, stage_student_data(dest)
@@ -126,8 +324,16 @@ def otter_assign(notebook: Path, run_tests: bool) -> Path:
         cmd.append("--no-run-tests")
     done = subprocess.run(cmd, cwd=notebook.parent, capture_output=True, text=True)
     if done.returncode != 0:
-        raise BuildError("otter assign failed (when it grades the solution, a score below 100 % fails):\n"
-                         + done.stdout[-4000:] + done.stderr[-4000:])
+        log = notebook.parent / "otter-assign.log"
+        log.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
+        kept = keep_failure("otter-assign", [log, notebook])
+        # otter's own error is its output's last line; the traceback above it is otter's code, not ours
+        last = next((l.strip() for l in reversed((done.stderr + done.stdout).splitlines()) if l.strip()),
+                    f"no message, exit status {done.returncode}")
+        why = " or the solution scored below 100 %" if run_tests else ""
+        raise BuildError(f"otter assign rejected the master notebook {MASTER.name} (its otter annotations: the "
+                         f"# BEGIN / # END QUESTION, SOLUTION, TESTS and PROMPT markers{why}): {last[:400]}\n"
+                         f"  full log: {_shown(kept / log.name)} (beside the notebook as otter read it)")
     return dist
 
 
@@ -145,12 +351,21 @@ def execute(notebook: Path, timeout: int = 900) -> "nbformat.NotebookNode":
     saved and overwrite this run's outputs)."""
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
     nb = nbformat.read(notebook, as_version=4)
     nb.cells = [c for c in nb.cells if "grader.export(" not in c.source]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(notebook.parent)}})
-    client.execute(env=env, cwd=str(notebook.parent))
+    try:
+        client.execute(env=env, cwd=str(notebook.parent))
+    except CellExecutionError as err:
+        failed = [c for c in nb.cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+        kept = keep_failure("execution", [])
+        nbformat.write(nb, kept / notebook.name)
+        place = in_master(failed[0].source) if failed else "one of its cells"
+        raise BuildError(f"executing {notebook.name} failed: {err.ename}: {_one_line(err.evalue)[:300]} in {place}\n"
+                         f"  the notebook as executed, with the traceback: {_shown(kept / notebook.name)}") from None
     return normalise(nb)
 
 
@@ -173,19 +388,28 @@ def normalise(nb):
 def protect_repository() -> None:
     """Local grading runs submissions as the grading user on this machine: the repository (solutions,
     hidden checks, held-out labels, git history) must be closed to other users."""
-    mode = ROOT.stat().st_mode
+    close_to_others(ROOT, "submissions are graded as another user")
+
+
+def close_to_others(path: Path, why: str) -> None:
+    """chmod o-rwx `path`: no other user (a grading user) can enter it or read it."""
+    mode = path.stat().st_mode
     if mode & 0o007:
-        os.chmod(ROOT, mode & ~0o007)
-        print(f"closed {ROOT} to other users (chmod o-rwx): submissions are graded as another user")
+        os.chmod(path, mode & ~0o007)
+        print(f"closed {path} to other users (chmod o-rwx): {why}")
 
 
 def grade(zip_path: Path, submission: Path, out: Path | None = None, prefix: list[str] = (),
-          timeout: float = 1800, user: str | None = None) -> dict:
+          timeout: float = 1800, user: str | None = None, private: list[Path] = ()) -> dict:
     """Grade one submission (.ipynb, .zip or a folder) with the autograder zip, as Gradescope does: the
     zip's entry point in Gradescope's layout (the zip unpacked into source/, the upload into
     submission/), in a private temporary folder; return results.json. `prefix` wraps the command (for
-    example `["taskset", "-c", "0"]`); a run longer than `timeout` raises subprocess.TimeoutExpired.
-    Gradings side by side need a grading `user` each (cgcnn-student-N); one user grades one at a time."""
+    example `["taskset", "-c", "0"]`); a run longer than `timeout` is ended with every process of its
+    grading user and raises subprocess.TimeoutExpired. Gradings side by side need a grading `user`
+    each (cgcnn-student-N); one user grades one at a time. `private`: more paths the submission must
+    not be able to read (other students' uploads). With `out`, what the entry point wrote in results/
+    (results.json, the notebook as executed) and what it printed (grader.log, also when it wrote no
+    results) are kept there."""
     protect_repository()
     with tempfile.TemporaryDirectory(prefix="cgcnn-grade-") as tmp:
         root = Path(tmp)
@@ -195,23 +419,46 @@ def grade(zip_path: Path, submission: Path, out: Path | None = None, prefix: lis
         if submission.is_dir():
             shutil.copytree(submission, upload, symlinks=True)
         elif submission.suffix == ".zip":
-            with zipfile.ZipFile(submission) as z:
-                z.extractall(upload)
+            try:
+                with zipfile.ZipFile(submission) as z:
+                    z.extractall(upload)
+            except zipfile.BadZipFile as err:
+                raise BuildError(f"{submission.name} is not a readable zip ({err}): the student should "
+                                 "export it again or upload the notebook itself") from err
         else:
             upload.mkdir()
             shutil.copy(submission, upload)
         (root / "submission_metadata.json").write_text("{}")
-        command = [sys.executable, str(root / "source" / "run_otter.py"), *(["--user", user] if user else []), str(root), str(ROOT)]
-        done = subprocess.run([*prefix, *command],
-                              cwd=root / "source", capture_output=True, text=True, timeout=timeout)
+        command = [sys.executable, str(root / "source" / "run_otter.py"), *(["--user", user] if user else []),
+                   str(root), str(ROOT), *map(str, private)]
+        try:
+            done = subprocess.run([*prefix, *command],
+                                  cwd=root / "source", capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as err:
+            _keep_log(out, err.stdout, err.stderr, f"ended after {timeout:.0f} s (the time allowed for a run)")
+            from cgcnn_grading import sandbox
+            with sandbox.grading_user(user or sandbox.USER):
+                pass  # its lock, once the ended run released it: every process the run left is ended
+            raise
+        _keep_log(out, done.stdout, done.stderr, f"exit status {done.returncode}")
         results = root / "results" / "results.json"
         if not results.is_file():
             why = (done.stderr.strip().splitlines() or ["no error message"])[-1]
             raise BuildError(f"the autograder wrote no results for {submission.name}: {why}")
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            shutil.copy(results, out / "results.json")
+        if out is not None:  # results.json and what else the entry point wrote (the notebook as executed)
+            for kept in (root / "results").iterdir():
+                if kept.is_file() and not kept.is_symlink():
+                    shutil.copy(kept, out / kept.name)
         return json.loads(results.read_text())
+
+
+def _keep_log(out: Path | None, stdout, stderr, end: str) -> None:
+    """grader.log in `out`: what the entry point printed (its traceback, when it failed), and how it ended."""
+    if out is None:
+        return
+    text = [s.decode(errors="replace") if isinstance(s, bytes) else s or "" for s in (stdout, stderr)]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "grader.log").write_text(f"--- stdout\n{text[0]}\n--- stderr\n{text[1]}\n--- {end}\n")
 
 
 def scores(results: dict) -> dict[str, float]:
@@ -219,18 +466,19 @@ def scores(results: dict) -> dict[str, float]:
     return {t["name"]: t.get("score", 0) for t in results.get("tests", []) if "max_score" in t}
 
 
+def question_configs(nb) -> list[dict[str, str]]:
+    """The master notebook's question configs (otter's `# BEGIN QUESTION` cells), as {key: value}."""
+    return [dict(re.findall(r"^(\w+): *([^#\n]*?) *(?:#.*)?$", cell.source, re.M)) for cell in nb.cells
+            if cell.cell_type == "raw" and cell.source.startswith("# BEGIN QUESTION")]
+
+
 def question_points(nb) -> dict[str, float]:
-    """{part: points} from the master notebook's question configs (otter's `# BEGIN QUESTION` cells)."""
-    points = {}
-    for cell in nb.cells:
-        if cell.cell_type == "raw" and cell.source.startswith("# BEGIN QUESTION"):
-            config = dict(re.findall(r"^(\w+): *([^#\n]*?) *(?:#.*)?$", cell.source, re.M))
-            if config.get("manual", "false") != "true":
-                points[config["name"]] = float(config["points"])
-    return points
+    """{part: points} of the master notebook's autograded parts."""
+    return {config["name"]: float(config["points"]) for config in question_configs(nb)
+            if config.get("manual", "false") != "true"}
 
 
-def grading_settings(student_nb, points: dict[str, float], mae_full: float) -> str:
+def grading_settings(student_nb, points: dict[str, float], mae_full: float, term: str = "") -> str:
     """grading.json: the settings the grader reads from the zip (see cgcnn_grading.settings)."""
     import dataclasses
     import cgcnn_utils
@@ -247,7 +495,7 @@ def grading_settings(student_nb, points: dict[str, float], mae_full: float) -> s
     if set(checks) != set(points):
         raise BuildError(f"the student notebook's check cells {sorted(checks)} do not match its parts {sorted(points)}")
     export = [c.source.strip() for c in student_nb.cells if c.cell_type == "code" and "grader.export(" in c.source]
-    return Settings(NAME, points, checks, export, mae_full, dataclasses.asdict(cgcnn_utils.GRAPH)).dump()
+    return Settings(NAME, points, checks, export, mae_full, dataclasses.asdict(cgcnn_utils.GRAPH), term).dump()
 
 
 def finish_zip(path: Path, extra: dict[str, bytes]) -> None:
@@ -260,6 +508,12 @@ def finish_zip(path: Path, extra: dict[str, bytes]) -> None:
     with zipfile.ZipFile(path) as z:
         members = {info.filename: z.read(info) for info in z.infolist() if not info.is_dir()}
     members.update(extra)
+    _write_zip(path, members)
+
+
+def _write_zip(path: Path, members: dict[str, bytes]) -> None:
+    """`members` ({name: bytes}) as the zip `path`: sorted, one fixed time and mode, so that the same
+    files give the same bytes."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         for name in sorted(members):
             info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
@@ -268,18 +522,55 @@ def finish_zip(path: Path, extra: dict[str, bytes]) -> None:
             z.writestr(info, members[name])
 
 
+def student_zip(folder: Path) -> Path:
+    """The student release `folder` as one zip inside it (STUDENT_ZIP), holding every other file of
+    the folder at the zip's top level: what students upload to Colab, whose setup cell unpacks it."""
+    path = folder / STUDENT_ZIP
+    _write_zip(path, {p.relative_to(folder).as_posix(): p.read_bytes()
+                      for p in folder.rglob("*") if p.is_file() and p != path})
+    return path
+
+
+RUBRIC_LINE = re.compile(r"^- \*\*(\d+(?:\.\d+)?) points?\.\*\*", re.M)  # a rubric's element: "- **1 point.** ..."
+
+
 def written_answers(nb) -> str:
-    """The model answers of the manually graded questions, as markdown."""
-    parts, in_q = ["# Model answers to the written questions\n"], False
+    """The prompts, model answers and rubrics of the manually graded questions, as markdown."""
+    parts, in_q = ["# Model answers and rubrics of the written questions\n",
+                   "Graded by hand on Gradescope, from the PDF each student uploads (README, *For instructors*): "
+                   "each rubric element below is one rubric item of its question, worth the points it names."], False
     for cell in nb.cells:
         text = re.sub(r"<!--.*?-->", "", cell.source).strip()  # otter marks manual questions with comments
         if cell.cell_type == "markdown" and re.match(r"\*\*Question \d", text):
             parts.append(text)
             in_q = True
-        elif in_q and cell.cell_type == "markdown" and text.startswith("*Model answer"):
+        elif in_q and cell.cell_type == "markdown" and text.startswith(("*Model answer", "*Rubric")):
             parts.append(text)
-            in_q = False
     return "\n\n".join(parts) + "\n"
+
+
+def check_rubrics(nb) -> None:
+    """Every hand-graded question of the master notebook `nb` has one rubric in its solution block (so
+    that it never reaches students), whose elements' points add up to the question's points."""
+    places = _layout(nb)
+    for config in question_configs(nb):
+        if config.get("manual", "false") != "true":
+            continue
+        name = config.get("name", "an unnamed question")
+        rubrics = [(i, c) for i, c in enumerate(nb.cells) if places[i][0] == name and c.cell_type == "markdown"
+                   and c.source.lstrip().startswith("*Rubric")]
+        if len(rubrics) != 1:
+            raise BuildError(f"{name} is graded by hand and needs one rubric (a markdown cell starting `*Rubric` in "
+                             f"its solution block, one `- **N points.**` line per element), found {len(rubrics)}")
+        at, rubric = rubrics[0]
+        if places[at][1] != "solution":
+            raise BuildError(f"{name}'s rubric (cell {at} of {MASTER.name}) is outside its solution block, so it "
+                             "would reach students: move it between `# BEGIN SOLUTION` and `# END SOLUTION`")
+        elements = [float(p) for p in RUBRIC_LINE.findall(rubric.source)]
+        points = float(config.get("points", "nan"))
+        if not elements or not math.isclose(sum(elements), points):
+            raise BuildError(f"{name}'s rubric gives {' + '.join(f'{e:g}' for e in elements) or 'no element'} "
+                             f"= {sum(elements):g} points, its `# BEGIN QUESTION` config {points:g}: make them agree")
 
 
 def _swap(new: Path, target: Path) -> None:
@@ -288,7 +579,7 @@ def _swap(new: Path, target: Path) -> None:
     shutil.move(str(new), str(target))
 
 
-def assemble(tmp: Path, thresholds: dict) -> tuple[Path, Path]:
+def assemble(tmp: Path, thresholds: dict, term: str = "") -> tuple[Path, Path]:
     """otter assign on the staged master, then the zip finished with the grader; returns the zip and
     otter's dist folder."""
     import nbformat
@@ -299,40 +590,81 @@ def assemble(tmp: Path, thresholds: dict) -> tuple[Path, Path]:
         raise BuildError(f"expected one autograder zip from otter assign, found {len(zips)}")
     student = nbformat.read(dist / "student" / MASTER.name, as_version=4)
     points = question_points(nbformat.read(master, as_version=4))
-    settings = grading_settings(student, points, thresholds["mae_full"])
+    settings = grading_settings(student, points, thresholds["mae_full"], term)
     finish_zip(zips[0], {"grading.json": settings.encode(), HELDOUT: json.dumps(heldout, indent=0).encode()})
     nbformat.write(normalise(student), dist / "student" / MASTER.name)
     return zips[0], dist
 
 
-def failure(results: dict) -> str:
-    """Why a graded notebook lost points: each part's first line, and what stopped a cell."""
-    lines = [f"{t['name']} {t['score']:g}/{t['max_score']:g}: {(t.get('output') or '').splitlines()[:1]}"
-             for t in results["tests"] if t.get("score", 0) < t.get("max_score", 0)]
-    return "\n  ".join(lines + ([results["output"]] if results.get("output") else []))
+def failure(results: dict, errors: list[str] = ()) -> str:
+    """Why a graded notebook lost points: each failing part's whole account (every failed check with
+    its assertion message), the errors its cells raised (cell_errors) and what stopped a cell."""
+    parts = [f"{t['name']} {t['score']:g}/{t['max_score']:g}:\n" + textwrap.indent(
+        (t.get("output") or "(no output)").strip(), "      ") for t in results["tests"]
+        if t.get("score", 0) < t.get("max_score", 0)]
+    if errors:
+        parts.append("errors raised by the notebook's cells as graded:\n" + textwrap.indent("\n".join(errors), "      "))
+    return "\n  ".join(parts + ([results["output"]] if results.get("output") else []))
 
 
-def build() -> None:
+def cell_errors(graded_dir: Path, submitted) -> list[str]:
+    """The errors the cells of notebook `submitted` raised in its grading, read from the notebook as
+    executed that the grader leaves in `graded_dir`, each named by where its cell is in the master."""
+    import nbformat
+    from cgcnn_grading.execution import EXECUTED, SUBMITTED_CELL
+    if not (graded_dir / EXECUTED).is_file():
+        return []
+    errors = []
+    for cell in nbformat.read(graded_dir / EXECUTED, as_version=4).cells:
+        index = cell.metadata.get(SUBMITTED_CELL)
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error" and isinstance(index, int) and 0 <= index < len(submitted.cells):
+                errors.append(f"{out.get('ename')}: {_one_line(out.get('evalue'))[:300]} in "
+                              f"{in_master(submitted.cells[index].source)}")
+    return errors
+
+
+def build(term: str = "") -> None:
+    """The three releases; `term` (a course term's name) reseeds the hidden checks' inputs."""
+    import nbformat
     check_inputs()
+    check_code(nbformat.read(MASTER, as_version=4))
     if not CALIBRATION.is_file():
-        raise BuildError(f"{CALIBRATION.relative_to(ROOT)} is missing: run `python build.py calibrate`")
-    thresholds = json.loads(CALIBRATION.read_text())["thresholds"]
+        raise BuildError(f"{_shown(CALIBRATION)} is missing: run `python build.py calibrate`")
+    calibration = json.loads(CALIBRATION.read_text())
+    check_calibration(calibration)
+    thresholds = calibration["thresholds"]
+    unfilled = sorted(set(re.findall(r"__[A-Z][A-Z0-9_]*__", fill(MASTER.read_text(), thresholds))))
+    if unfilled:
+        raise BuildError(f"the master notebook quotes {', '.join(unfilled)}, which nothing fills: the build fills "
+                         f"the thresholds of {_shown(CALIBRATION)} (__MAE_FULL__ ...) and the recipe's numbers "
+                         f"({', '.join(f'__{k}__' for k in QUOTED)})")
     with tempfile.TemporaryDirectory(prefix="cgcnn-build-") as tmp:
         tmp = Path(tmp)
-        zip_path, dist = assemble(tmp, thresholds)
+        zip_path, dist = assemble(tmp, thresholds, term)
         print("grading the solution with the new autograder ...")
         solution_nb = dist / "autograder" / MASTER.name
-        results = grade(zip_path, solution_nb, tmp / "grade")
+        try:
+            results = grade(zip_path, solution_nb, tmp / "grade")
+        except BuildError as err:
+            kept = keep_failure("grading", [tmp / "grade" / "grader.log", solution_nb])
+            raise BuildError(f"{err}\n  the grader's output: {_shown(kept / 'grader.log')}") from None
         score = sum(t.get("score", 0) for t in results["tests"])
         possible = sum(t.get("max_score", 0) for t in results["tests"])
         if not math.isclose(score, possible, abs_tol=1e-6):
-            raise BuildError(f"the solution scores {score:g}/{possible:g}:\n  {failure(results)}")
+            from cgcnn_grading.execution import EXECUTED
+            kept = keep_failure("grading", [tmp / "grade" / name for name in ("results.json", EXECUTED, "grader.log")]
+                                + [solution_nb])
+            errors = cell_errors(tmp / "grade", nbformat.read(solution_nb, as_version=4))
+            raise BuildError(f"the solution scores {score:g}/{possible:g}:\n  {failure(results, errors)}\n"
+                             f"  the grading's results (results.json, {EXECUTED}: the notebook as graded, with its "
+                             f"outputs; grader.log) are kept in {_shown(kept)}/")
         print(f"solution scores {score:g}/{possible:g}; executing the solution notebook ...")
-        import nbformat
         executed = execute(solution_nb)
         out = {name: tmp / "out" / name for name in ("student", "solutions", "autograder")}
         shutil.copytree(dist / "student", out["student"])
         shutil.copy(ASSIGNMENT / "student_requirements.txt", out["student"] / "requirements.txt")
+        student_zip(out["student"])
         out["solutions"].mkdir(parents=True)
         nbformat.write(executed, out["solutions"] / f"{NAME}_solution.ipynb")
         (out["solutions"] / "written_answers.md").write_text(written_answers(executed))
@@ -343,42 +675,279 @@ def build() -> None:
         os.chmod(ROOT / "autograder", 0o700)  # the held-out labels are in the zip: root's alone
     print(f"""
 wrote
-  student/     {MASTER.name}, public tests, cgcnn_utils.py, data/ (no held-out crystals), requirements.txt:
-               give to students
+  student/     {MASTER.name}, public tests, cgcnn_utils.py, data/ (no held-out crystals), requirements.txt,
+               and all of them in {STUDENT_ZIP} (for Colab): give to students
   solutions/   {NAME}_solution.ipynb (executed), written_answers.md: keep for the course staff
   autograder/  {ZIP_NAME}: upload to Gradescope ("Configure Autograder", zip upload); it holds the
                grader (cgcnn_grading/), the held-out crystals and their labels: keep it private""")
 
 
-def grade_folder(folder: Path, csv_path: Path) -> list[dict]:
-    """Grade every submission (.zip or .ipynb) in `folder` with the released autograder, each as
-    Gradescope grades it; write one CSV row per submission, with a note when it has no results."""
-    zip_path = AUTOGRADER_ZIP
-    if not zip_path.is_file():
-        raise BuildError(f"{zip_path.relative_to(ROOT)} not found: run `python build.py` first")
-    submissions = sorted(p for p in Path(folder).iterdir() if p.suffix in (".zip", ".ipynb"))
-    if not submissions:
-        raise BuildError(f"no .zip or .ipynb submissions in {folder}")
-    rows, questions = [], []
-    for n, sub in enumerate(submissions):
-        print(f"[{n + 1}/{len(submissions)}] {sub.name} ...", flush=True)
-        row = {"submission": sub.name, "note": ""}
+# Grading a course's submissions --------------------------------------------------------------------
+
+METADATA = "submission_metadata.yml"  # in Gradescope's "Export Submissions": who submitted each submission_N/
+GRADING_MEMORY_MB = 1024  # memory the default -j leaves each grading (a grading's peak: about 840 MB)
+STATUSES = ("graded", "time limit", "error")
+
+
+def cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity mask)."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def default_jobs() -> int:
+    """Gradings side by side by default: one per CPU (the kernel trains on one thread), and no more than
+    the available memory holds at GRADING_MEMORY_MB each."""
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        available = int(meminfo["MemAvailable"].split()[0]) // 1024
+    except (OSError, KeyError, ValueError):
+        available = GRADING_MEMORY_MB
+    return max(1, min(len(cpus()), available // GRADING_MEMORY_MB))
+
+
+def side_by_side(items: list, work, workers: int, pin: bool = True) -> list:
+    """[work(item, user, prefix) for item in items], `workers` at a time, in the order of `items`.
+    Worker k (0, 1, ...) grades as the user cgcnn-student-(k+1), which no other worker uses (one
+    grading per user at a time), and with `pin` on one CPU (prefix `taskset -c`: the k-th of this
+    process's CPUs, modulo their number), so that gradings side by side neither share nor swap cores.
+    `work` catches its own errors; on an interrupt the items not started are dropped."""
+    if pin and not shutil.which("taskset"):
+        raise BuildError("taskset not found: install util-linux (which also gives setpriv and prlimit, "
+                         "needed for grading)")
+    slots, mine = queue.Queue(), cpus()
+    for k in range(workers):
+        slots.put(k)
+
+    def run(item):
+        k = slots.get()
         try:
-            results = grade(zip_path, sub)
-            for t in results["tests"]:
-                if "max_score" in t and t["name"] != "Autograder Error":
-                    row[t["name"]] = t.get("score", 0)
-                    questions += [t["name"]] if t["name"] not in questions else []
-            row["note"] = results.get("output", "") if not results.get("tests") or any(
-                t["name"] == "Autograder Error" for t in results["tests"]) else ""
-            row["note"] = row["note"] or "; ".join(l for l in results.get("output", "").splitlines()
-                                                   if l.startswith("Time limit"))
-        except (BuildError, subprocess.TimeoutExpired) as err:
-            row["note"] = f"not graded: {err}"
-        row["total"] = sum(v for k, v in row.items() if k in questions)
-        rows.append(row)
-    _write_rows(csv_path, rows, ["submission", *questions, "total", "note"])
-    print(f"wrote {csv_path}: {len(rows)} submissions")
+            return work(item, f"cgcnn-student-{k + 1}", ["taskset", "-c", str(mine[k % len(mine)])] if pin else [])
+        finally:
+            slots.put(k)
+
+    pool = ThreadPoolExecutor(workers)
+    try:
+        futures = [pool.submit(run, item) for item in items]
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class Submission:
+    """One row of the CSV: an upload (a Gradescope submission folder, an .ipynb or a .zip) and who made it."""
+
+    key: str  # the CSV's `submission`: Gradescope's folder name, or the file's name
+    path: Path | None  # the upload; None when it cannot be graded (see `problem`)
+    folder: str  # its folder in the results folder
+    name: str = ""  # group submissions: every submitter, joined with "; "
+    email: str = ""
+    sid: str = ""
+    problem: str = ""  # why it cannot be graded at all
+
+
+def read_metadata(path: Path) -> dict:
+    """Gradescope's submission_metadata.yml: {folder name: record}, with Ruby-symbol keys as Gradescope
+    writes them (`:submitters:` reads as ":submitters")."""
+    try:
+        import yaml
+    except ImportError as err:
+        raise BuildError(f"reading {METADATA} needs PyYAML: pip install -r requirements.txt") from err
+
+    class Loader(yaml.SafeLoader):
+        """SafeLoader (no Python objects), reading Ruby's own tags (!ruby/object:...) as plain values."""
+
+    def plain(loader, suffix, node):
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node, deep=True)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        return loader.construct_scalar(node)
+
+    Loader.add_multi_constructor("!", plain)
+    try:
+        records = yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)  # noqa: S506 - a SafeLoader
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{err.problem}, line {mark.line + 1}, column {mark.column + 1}" if mark else _one_line(err)
+        raise BuildError(f"{path} could not be read ({type(err).__name__}: {where}): download the export from "
+                         "Gradescope again (Review Grades, Export Submissions)") from err
+    if not isinstance(records, dict) or not records:
+        raise BuildError(f"{path} lists no submissions (expected one `submission_N:` record per submission): "
+                         "download the export from Gradescope again")
+    return records
+
+
+def _submitters(record, key: str) -> str:
+    people = record.get(":submitters", record.get("submitters")) if isinstance(record, dict) else None
+    values = [str(p.get(f":{key}", p.get(key)) or "") for p in people or [] if isinstance(p, dict)]
+    return "; ".join(values) if any(values) else ""
+
+
+def _export_root(folder: Path) -> Path | None:
+    """Where METADATA is: at the top of `folder`, or in its one folder (Gradescope's zip, unpacked)."""
+    if (folder / METADATA).is_file():
+        return folder
+    inner = [d for d in folder.iterdir() if d.is_dir()]
+    return inner[0] if len(inner) == 1 and (inner[0] / METADATA).is_file() else None
+
+
+def _gradescope_submissions(export: Path) -> list[Submission]:
+    records = {str(key): record for key, record in read_metadata(export / METADATA).items()}
+    subs = []
+    for key in sorted(records):
+        who = {k: _submitters(records[key], k) for k in ("name", "email", "sid")}
+        if not re.fullmatch(r"[\w.-]+", key) or key in (".", ".."):
+            subs.append(Submission(key, None, "", **who, problem=f"{key!r} in {METADATA} is not a folder name"))
+        elif not (export / key).is_dir():
+            subs.append(Submission(key, None, key, **who, problem=f"listed in {METADATA}, but the export has no "
+                                                                 f"folder {key}/: download the export again"))
+        else:
+            subs.append(Submission(key, export / key, key, **who))
+    listed = {s.key for s in subs}
+    for extra in sorted(d.name for d in export.iterdir() if d.is_dir() and d.name.startswith("submission_")):
+        if extra not in listed:  # graded all the same; the CSV cannot say whose it is
+            print(f"note: {extra}/ is not in {METADATA}: graded without a name")
+            subs.append(Submission(extra, export / extra, extra))
+    return subs
+
+
+def find_submissions(source: Path, unpack: Path) -> tuple[list[Submission], Path]:
+    """The submissions in `source`, and the folder holding them (which the grading users must not read):
+    Gradescope's export (its folder, or its zip, unpacked into `unpack`), or a folder of .ipynb and .zip
+    files, one per student (named by the file)."""
+    if not source.exists():
+        raise BuildError(f"{source} not found: give the folder (or zip) of Gradescope's Export Submissions, "
+                         "or a folder of .ipynb / .zip submissions")
+    if source.is_file():
+        if source.suffix != ".zip":
+            raise BuildError(f"{source} is a file: give a folder of submissions, or Gradescope's export (zip or folder)")
+        try:
+            with zipfile.ZipFile(source) as z:
+                z.extractall(unpack)
+        except zipfile.BadZipFile as err:
+            raise BuildError(f"{source} is not a readable zip ({err}): download the export again") from err
+        export = _export_root(unpack)
+        if export is None:
+            raise BuildError(f"{source} holds no {METADATA}, so it is not Gradescope's export: to grade one "
+                             "student's zip, put it in a folder and grade the folder")
+        return _gradescope_submissions(export), unpack
+    export = _export_root(source)
+    if export is not None:
+        return _gradescope_submissions(export), source
+    files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix in (".ipynb", ".zip"))
+    if not files:
+        raise BuildError(f"no submissions in {source}: expected Gradescope's export ({METADATA} and a "
+                         "submission_N folder per submission) or .ipynb / .zip files")
+    stems = [p.stem for p in files]
+    return [Submission(p.name, p, p.stem if stems.count(p.stem) == 1 else p.name, name=p.stem) for p in files], source
+
+
+def autograder_points(zip_path: Path) -> dict[str, float]:
+    """{part: points}, in notebook order, from the autograder zip's grading.json."""
+    try:
+        with zipfile.ZipFile(zip_path) as z:
+            return json.loads(z.read("grading.json"))["points"]
+    except (zipfile.BadZipFile, KeyError, ValueError) as err:
+        raise BuildError(f"{zip_path} is not this project's autograder zip (no grading.json with points: {err}): "
+                         "build it with `python build.py`") from err
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text or "").split())
+
+
+def outcome(results: dict, parts: list[str]) -> dict:
+    """The CSV's columns from one results.json: each part's score, the total, the test MAE, the status
+    (graded, time limit, error) and the reason."""
+    got = scores(results)
+    error = next((t for t in results.get("tests", []) if t.get("name") == "Autograder Error"), None)
+    if error is not None or not any(p in got for p in parts):  # nothing graded: the grader says why
+        return {"total": 0.0, "status": "error",
+                "reason": _one_line(str((error or results).get("output") or "no results").split("\n\n")[0])}
+    row = {p: float(got.get(p, 0.0)) for p in parts}
+    extra = results.get("extra_data") or {}
+    stopped = extra.get("stopped")
+    if stopped is None:  # results of an autograder zip built before extra_data["stopped"] existed
+        stopped = [l.removeprefix("Time limit: ").removesuffix(".") for l in str(results.get("output", "")).splitlines()
+                   if l.startswith("Time limit: ")]
+    events = [l for l in str(results.get("output") or "").splitlines() if l.strip()]
+    row.update(total=sum(row[p] for p in parts), test_mae=extra.get("test_mae"),
+               status="time limit" if stopped else "graded",
+               reason=_one_line("; ".join(stopped) if stopped else " ".join(events)))
+    return row
+
+
+def grade_folder(source: Path, csv_path: Path, jobs: int | None = None, results_root: Path | None = None,
+                 zip_path: Path = AUTOGRADER_ZIP, timeout: float | None = None) -> list[dict]:
+    """Grade every submission in `source` (see find_submissions) with the autograder zip, each as
+    Gradescope grades it (build.grade), `jobs` side by side (side_by_side), each in at most `timeout`
+    seconds (Gradescope's run limit by default). Keeps each submission's results.json and grader.log
+    in `results_root` (default: next to the CSV, NAME-results/; it must be new or empty), and writes
+    the CSV whole at the end: one row per submission."""
+    from cgcnn_grading.settings import GRADESCOPE_TIMEOUT
+    timeout = GRADESCOPE_TIMEOUT if timeout is None else timeout
+    if not Path(zip_path).is_file():
+        raise BuildError(f"{zip_path} not found: run `python build.py` first")
+    points = autograder_points(zip_path)
+    parts, possible = list(points), sum(points.values())
+    if os.geteuid() != 0:
+        raise BuildError("grading runs each submission as an unprivileged user of its own, which only root can "
+                         "create and switch to: run it as root (sudo python build.py grade ...)")
+    csv_path = Path(csv_path).absolute()
+    results_root = Path(results_root or csv_path.with_name(f"{csv_path.stem}-results")).absolute()
+    if results_root.exists() and (not results_root.is_dir() or any(results_root.iterdir())):
+        raise BuildError(f"{results_root} already exists (an earlier run's results?): move it away, or give "
+                         "another folder with --results")
+    jobs = jobs or default_jobs()
+    csv_path.parent.mkdir(parents=True, exist_ok=True)  # now, not after hours of grading
+    with tempfile.TemporaryDirectory(prefix="cgcnn-export-") as unpack:
+        subs, holder = find_submissions(Path(source), Path(unpack))
+        close_to_others(holder, "the grading users must not read other students' submissions")
+        results_root.mkdir(parents=True, exist_ok=True)
+        os.chmod(results_root, 0o700)  # every student's results: root's alone
+        workers = min(jobs, len(subs))
+        print(f"grading {len(subs)} submissions, {workers} at a time ({len(cpus())} CPUs); results in {results_root}")
+        done, lock, start = [0], threading.Lock(), time.monotonic()
+
+        def work(sub: Submission, user: str, prefix: list[str]) -> dict:
+            row, began = {"submission": sub.key, "name": sub.name, "email": sub.email, "sid": sub.sid}, time.monotonic()
+            out = results_root / sub.folder if sub.folder else None
+            if sub.problem:
+                row.update(total=0.0, status="error", reason=sub.problem)
+            else:
+                try:
+                    results = grade(Path(zip_path), sub.path, out, prefix, timeout, user, private=[holder, results_root])
+                    row.update(outcome(results, parts))
+                except subprocess.TimeoutExpired:
+                    row.update(total=0.0, status="error", reason=f"grading took longer than {timeout:.0f} s (a run's "
+                                                                 "time limit, Gradescope's) and was ended")
+                except Exception as err:  # noqa: BLE001 - one submission's failure must not stop the others
+                    row.update(total=0.0, status="error", reason=_one_line(str(err) if isinstance(err, BuildError)
+                                                                           else f"{type(err).__name__}: {err}"))
+            # results.json where the run wrote one, else the folder with its grader.log
+            kept = next((p for p in (out / "results.json", out) if p.exists()), None) if out else None
+            row["results"] = os.path.relpath(kept, csv_path.parent) if kept else ""
+            with lock:
+                done[0] += 1
+                print(f"[{done[0]}/{len(subs)}] {sub.key}: {row['status']}, {row['total']:g}/{possible:g} "
+                      f"({time.monotonic() - began:.0f} s){': ' + row['reason'][:200] if row['status'] != 'graded' else ''}",
+                      flush=True)
+            return row
+
+        rows = side_by_side(subs, work, workers)
+    hours = (time.monotonic() - start) / 3600
+    for row in rows:
+        row.update({p: f"{row[p]:g}" for p in parts if p in row}, total=f"{row['total']:g}", possible=f"{possible:g}",
+                   test_mae="" if row.get("test_mae") is None else f"{row['test_mae']:.4f}")
+    columns = ["submission", "name", "email", "sid", *parts, "total", "possible", "test_mae", "status", "reason", "results"]
+    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
+    _write_rows(tmp, rows, columns)
+    os.chmod(tmp, 0o600)  # names, emails and marks of every student: root's alone
+    os.replace(tmp, csv_path)  # whole or not at all: an interrupted run leaves no half-written CSV
+    counts = ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in STATUSES)
+    print(f"wrote {csv_path}: {len(rows)} submissions ({counts}); {len(rows) / hours:.0f} submissions per hour "
+          f"with {workers} at a time")
     return rows
 
 
@@ -405,12 +974,170 @@ def _graded_maes(zip_path: Path, notebook, tmp: Path, what: str) -> dict[int, fl
         path = tmp / f"{what}-seed{seed}" / MASTER.name
         path.parent.mkdir()
         nbformat.write(with_seed(notebook, seed), path)
-        results = grade(zip_path, path)
+        results = grade(zip_path, path, path.parent / "graded")
         if "test_mae" not in results.get("extra_data", {}):
-            raise BuildError(f"{what}, seed {seed}: part 4b was not scored:\n  {failure(results)}")
+            from cgcnn_grading.execution import EXECUTED
+            kept = keep_failure("calibration", [path.parent / "graded" / name for name in
+                                                ("results.json", EXECUTED, "grader.log")] + [path])
+            raise BuildError(f"{what}, seed {seed}: part 4b was not scored:\n  "
+                             f"{failure(results, cell_errors(path.parent / 'graded', nbformat.read(path, as_version=4)))}\n"
+                             f"  the grading's results are kept in {_shown(kept)}/")
         maes[seed] = results["extra_data"]["test_mae"]
         print(f"{what}, seed {seed}: test MAE {maes[seed]:.4f} eV/atom")
     return maes
+
+
+def _code_text(code: str) -> str:
+    """Python code as it behaves: comments, docstrings and other bare strings, blank lines and trailing
+    spaces taken out, so that editing those keeps a calibration."""
+    lines = code.split("\n")
+    spans = [(t.start, t.end) for t in tokenize.generate_tokens(io.StringIO(code).readline)
+             if t.type == tokenize.COMMENT]
+
+    def column(line: int, offset: int) -> int:  # ast's columns count UTF-8 bytes, tokenize's characters
+        return len(lines[line - 1].encode()[:offset].decode(errors="ignore"))
+
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            spans.append(((node.lineno, column(node.lineno, node.col_offset)),
+                          (node.end_lineno, column(node.end_lineno, node.end_col_offset))))
+    for (first, start), (last, end) in sorted(spans, reverse=True):  # from the end: earlier spans keep their place
+        lines[first - 1:last] = [lines[first - 1][:start] + lines[last - 1][end:]]
+    return "\n".join(line.rstrip() for line in lines if line.strip())
+
+
+def _scope(code: str) -> tuple[set[str], set[str]]:
+    """The global names `code` binds (assigns, imports, defines, or changes an attribute or item of)
+    and those it reads, in its functions and classes too (their own local names aside)."""
+    table = symtable.symtable(code, "<code>", "exec")
+    binds = {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
+    reads = set()
+    tables = [table]
+    while tables:
+        scope = tables.pop()
+        tables += scope.get_children()
+        for s in scope.get_symbols():
+            if s.is_referenced() and (scope is table or s.is_global()):
+                reads.add(s.get_name())
+            if scope is not table and s.is_declared_global() and s.is_assigned():
+                binds.add(s.get_name())
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, (ast.Attribute, ast.Subscript)) and isinstance(node.ctx, ast.Store):
+            root = node.value
+            while isinstance(root, (ast.Attribute, ast.Subscript, ast.Call)):
+                root = root.func if isinstance(root, ast.Call) else root.value
+            if isinstance(root, ast.Name):
+                binds.add(root.id)
+    return binds, reads
+
+
+def _depends(pieces: list[tuple[set[str], set[str]]], names: set[str]) -> list[int]:
+    """Which pieces of code (their binds and reads) the `names` depend on: those that bind one of
+    them, then those that bind what these read, and so on."""
+    need, chosen, grown = set(names), set(), True
+    while grown:
+        grown = False
+        for k, (binds, reads) in enumerate(pieces):
+            if k not in chosen and binds & need:
+                chosen.add(k)
+                need |= reads
+                grown = True
+    return sorted(chosen)
+
+
+def recipe_cells(nb) -> list[int]:
+    """The master's code cells that 4b's trained model depends on: among the cells the autograder runs
+    before 4b's check (tests aside), those that bind the names its probe reads (cgcnn_kernel.TRAINED),
+    then those that bind what these read, and so on. Plots and set-up cells are not among them."""
+    from cgcnn_grading.settings import MAE_QUESTION
+    from cgcnn_kernel import TRAINED
+    places = _layout(nb)
+    block = [i for i, (question, _) in enumerate(places) if question == MAE_QUESTION]
+    if not block:
+        raise BuildError(f"the master notebook has no question {MAE_QUESTION} (cgcnn_grading.settings.MAE_QUESTION)")
+    before = [i for i in range(block[-1]) if nb.cells[i].cell_type == "code" and places[i][1] != "tests"]
+    scopes = [_scope(_ipython(nb.cells[i].source)) for i in before]
+    return [before[k] for k in _depends(scopes, set(TRAINED))]
+
+
+def _support_names(nb, cells: list[int]) -> set[str]:
+    """The names of the support module that `cells` use: cgcnn_utils.X, or imported from it."""
+    used = set()
+    for i in cells:
+        for node in ast.walk(ast.parse(_ipython(nb.cells[i].source))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == SUPPORT:
+                used.add(node.attr)
+            elif isinstance(node, ast.ImportFrom) and node.module == SUPPORT:
+                used |= {alias.name for alias in node.names}
+    return used
+
+
+def _module_code(rel: str, used: set[str]) -> list[tuple[str, str]]:
+    """The top-level statements of module assignment/`rel` that bind `used`, with those that what they
+    read depends on: [(label, code as it behaves)]."""
+    text = (ASSIGNMENT / rel).read_text()
+    source = text.split("\n")
+    labels, statements = [], []
+    for node in ast.parse(text).body:
+        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        statements.append("\n".join(source[start - 1:node.end_lineno]))
+        labels.append(f"{rel}: {node.name}" if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+                      else f"{rel}: `{_first_line(_code_text(statements[-1]))}`")
+    chosen = _depends([_scope(code) for code in statements], used)
+    return [(labels[k], _code_text(statements[k])) for k in chosen]
+
+
+def _unique(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """{label: value}, a label given twice numbered in order (label, label', label'')."""
+    out = {}
+    for label, value in pairs:
+        while label in out:
+            label += "'"
+        out[label] = value
+    return out
+
+
+def _digest(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()[:16]
+
+
+def fingerprint() -> dict:
+    """What a calibration measures, part by part (16 hex digits of sha256 each). "recipe": the master's
+    cells that 4b's trained model depends on (recipe_cells), the support module's code they use and
+    MEASURED_BY's functions, each as its code behaves (_code_text: comments and docstrings aside);
+    "data": every file of CALIBRATION_DATA. Markdown, questions, tests, plots and comments are not in it."""
+    import nbformat
+    nb = nbformat.read(MASTER, as_version=4)
+    cells = recipe_cells(nb)
+    code = [_code_text(_ipython(nb.cells[i].source)) for i in cells]  # labelled by code too: a comment is no change
+    recipe = _unique([(f"the cell starting `{_first_line(text)}`", _digest(text)) for text in code])
+    for rel, used in {**{f"{SUPPORT}.py": _support_names(nb, cells)}, **MEASURED_BY}.items():
+        recipe.update({label: _digest(code) for label, code in _unique(_module_code(rel, set(used))).items()})
+    data = ASSIGNMENT / CALIBRATION_DATA
+    digest = hashlib.sha256()
+    for path in sorted(p for p in data.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        content = path.read_bytes()
+        digest.update(f"{path.relative_to(data).as_posix()}\0{len(content)}\0".encode() + content)
+    return {"recipe": recipe, "data": {CALIBRATION_DATA: digest.hexdigest()[:16]}}
+
+
+def check_calibration(calibration: dict) -> None:
+    """Refuse a calibration measured on another recipe or data set than the tree's (see fingerprint):
+    its thresholds, and the MAEs the notebook quotes, would be another recipe's."""
+    recorded = calibration.get("fingerprint")
+    command = (f"run `python build.py calibrate` to measure the thresholds again (it grades the solution and the "
+               f"network without convolutions with {len(CALIBRATION_SEEDS)} seeds each)")
+    if not isinstance(recorded, dict):
+        raise BuildError(f"{_shown(CALIBRATION)} does not say what it was measured on (no fingerprint): {command}")
+    now = fingerprint()
+    for kind, what in (("recipe", "the training recipe"), ("data", "the data set")):
+        old, new = recorded.get(kind) or {}, now[kind]
+        changes = {"differs or is new": [k for k in new if old.get(k) != new[k]],
+                   "no longer there": [k for k in old if k not in new]}
+        if any(changes.values()):
+            shown = "; ".join(f"{how}: {'; '.join(parts[:3])}{' ...' if len(parts) > 3 else ''}"
+                              for how, parts in changes.items() if parts)
+            raise BuildError(f"{what} changed since calibration ({shown}): {command}")
 
 
 def _spread(maes: dict[int, float]) -> dict:
@@ -428,6 +1155,8 @@ def calibrate() -> None:
     import nbformat
     import baselines
     check_inputs()
+    check_code(nbformat.read(MASTER, as_version=4))
+    measured = fingerprint()  # before the hour of gradings: an edit made meanwhile is not stamped as measured
     with tempfile.TemporaryDirectory(prefix="cgcnn-calibrate-") as tmp:
         zip_path, dist = assemble(Path(tmp), {"mae_full": 9.0})
         solution = nbformat.read(dist / "autograder" / MASTER.name, as_version=4)
@@ -460,19 +1189,253 @@ def calibrate() -> None:
         "seeds": {str(k): v for k, v in maes.items()}, "margin": MARGIN, "thresholds": thresholds,
         "baselines": {"units": "test MAE, eV/atom, on the held-out test set of "
                                f"{len(labels)} crystals whose formulas are not in the training set",
-                      **table}}, indent=1) + "\n")
+                      **table}, "fingerprint": measured}, indent=1) + "\n")
     print(f"wrote {CALIBRATION.relative_to(ROOT)}: {thresholds}")
 
 
+def grade_command(argv: list[str]) -> None:
+    """`python build.py grade`'s arguments."""
+    import argparse
+    parser = argparse.ArgumentParser(
+        prog="python build.py grade", description="Grade every submission as Gradescope does, side by side, "
+        "and write a CSV: each part, total, points possible, test MAE, status (graded, time limit, error), reason.")
+    parser.add_argument("submissions", type=Path, help="Gradescope's Export Submissions (its folder or zip), or "
+                        "a folder of .ipynb / .zip files, one per student")
+    parser.add_argument("csv", nargs="?", type=Path, help="the CSV to write, as -o")
+    parser.add_argument("-o", "--output", type=Path, help="the CSV to write (default: scores.csv)")
+    parser.add_argument("-j", "--jobs", type=int, help="gradings side by side, each on one CPU as a grading user "
+                        f"of its own (default: one per CPU, as memory allows {GRADING_MEMORY_MB} MB each: "
+                        f"{default_jobs()} here)")
+    parser.add_argument("--results", type=Path, help="where each submission's results.json and grader.log are "
+                        "kept; must be new or empty (default: next to the CSV, CSV-NAME-results/)")
+    parser.add_argument("--autograder", type=Path, default=AUTOGRADER_ZIP,
+                        help=f"the autograder zip (default: autograder/{ZIP_NAME})")
+    args = parser.parse_args(argv)
+    if args.csv and args.output:
+        parser.error("give the CSV once: as the second argument or with -o")
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"-j must be at least 1, not {args.jobs}")
+    grade_folder(args.submissions, args.output or args.csv or Path("scores.csv"), args.jobs, args.results,
+                 args.autograder)
+
+
+# PDFs of the written questions ----------------------------------------------------------------------
+
+# The instructors' export prints offline with Debian's browser and MathJax (apt-get install ...):
+DEBIAN_CHROMIUM = Path("/usr/lib/chromium/chromium-headless-shell")  # package chromium-headless-shell
+DEBIAN_MATHJAX = Path("/usr/share/javascript/mathjax/MathJax.js")  # package libjs-mathjax (MathJax 2)
+
+
+def pdf_tools() -> tuple[Path, str]:
+    """Debian's chromium and the URL of Debian's MathJax, with the configuration nbconvert loads from
+    its CDN (TeX input, HTML output, the Safe extension); BuildError naming the packages missing."""
+    from urllib.parse import urlsplit
+    from nbconvert import HTMLExporter
+    missing = [f"{package} ({path})" for package, path in (("chromium-headless-shell", DEBIAN_CHROMIUM),
+                                                            ("libjs-mathjax", DEBIAN_MATHJAX)) if not path.is_file()]
+    if missing:
+        raise BuildError(f"the PDF export prints with Debian's packages, not installed here: {', '.join(missing)}: "
+                         "apt-get install chromium-headless-shell libjs-mathjax")
+    config = urlsplit(HTMLExporter.mathjax_url.default_value).query
+    return DEBIAN_CHROMIUM, f"{DEBIAN_MATHJAX.as_uri()}?{config}"
+
+
+def submission_notebook(upload: Path) -> bytes:
+    """The notebook of one upload: an .ipynb, the zip of the notebook's export cell, or a folder
+    holding either (one submission of Gradescope's export)."""
+    if upload.is_dir():
+        found = sorted(upload.rglob(NB_NAME)) or sorted(upload.rglob("*.ipynb")) or sorted(upload.rglob("*.zip"))
+        if len(found) != 1:
+            raise BuildError(f"{upload} holds {len(found) or 'no'} notebooks or zips: expected one ({NB_NAME})")
+        return submission_notebook(found[0])
+    if upload.suffix == ".zip":
+        try:
+            with zipfile.ZipFile(upload) as z:
+                names = [n for n in z.namelist() if n.endswith(".ipynb") and not n.startswith("__MACOSX")]
+                named = [n for n in names if Path(n).name == NB_NAME]
+                if len(named or names) != 1:
+                    raise BuildError(f"{upload} holds {len(names) or 'no'} notebooks: expected one ({NB_NAME})")
+                return z.read((named or names)[0])
+        except zipfile.BadZipFile as err:
+            raise BuildError(f"{upload} is not a readable zip ({err})") from err
+    return upload.read_bytes()
+
+
+def written_pdfs(sources: list[Path], out: Path) -> list[Path]:
+    """The PDF of the written questions of every submission in `sources` (notebooks, zips of the
+    export cell, folders of them or Gradescope's Export Submissions) in `out`, one per submission, as
+    the students' cell makes it (cgcnn_utils.questions_pdf), offline; BuildError listing those that
+    could not be made, after the others are written."""
+    import cgcnn_utils
+    chromium, mathjax_url = pdf_tools()
+    out.mkdir(parents=True, exist_ok=True)
+    written, failed = [], []
+    with tempfile.TemporaryDirectory(prefix="cgcnn-pdf-") as tmp:
+        uploads = []
+        for n, source in enumerate(sources):
+            if source.is_file() and source.suffix == ".ipynb" or (source.suffix == ".zip" and _holds_notebook(source)):
+                uploads.append((source.stem, source))
+            else:
+                subs, _ = find_submissions(source, Path(tmp) / f"unpack{n}")
+                failed += [f"{s.key}: {s.problem}" for s in subs if s.path is None]
+                uploads += [(s.folder, s.path) for s in subs if s.path is not None]
+        names = [name for name, _ in uploads]
+        for n, (name, upload) in enumerate(uploads):
+            name = name if names.count(name) == 1 else f"{name}-{n + 1}"  # two uploads of the same name
+            print(f"[{n + 1}/{len(uploads)}] {name} ...", flush=True)
+            notebook = Path(tmp) / f"nb{n}" / NB_NAME
+            notebook.parent.mkdir()
+            try:
+                notebook.write_bytes(submission_notebook(upload))
+                written.append(cgcnn_utils.questions_pdf(notebook, out / f"{name}.pdf", mathjax_url, chromium,
+                                                         offline=True))
+            except (BuildError, cgcnn_utils.PDFError) as err:
+                failed.append(f"{name} ({upload}): {err}")
+    print(f"wrote {len(written)} PDFs in {out}")
+    if failed:
+        raise BuildError(f"{len(failed)} PDFs not made:\n  " + "\n  ".join(failed))
+    return written
+
+
+def _holds_notebook(path: Path) -> bool:
+    """Whether `path` is a zip with a notebook at its top level (a student's export, not Gradescope's)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any("/" not in n and n.endswith(".ipynb") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def pdf_command(argv: list[str]) -> None:
+    """`python build.py pdf`'s arguments."""
+    import argparse
+    parser = argparse.ArgumentParser(
+        prog="python build.py pdf", description="The PDF of the written questions (otter's filtered export: the "
+        "hand-graded questions with the cells inside them and the answers), one per submission, printed offline "
+        "with Debian's chromium-headless-shell and libjs-mathjax.")
+    parser.add_argument("submissions", type=Path, nargs="+", help="notebooks, the zips of the notebook's export "
+                        "cell, folders of them, or Gradescope's Export Submissions (its folder or zip)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("written-pdfs"),
+                        help="the folder for the PDFs (default: written-pdfs)")
+    args = parser.parse_args(argv)
+    written_pdfs(args.submissions, args.output)
+
+
+# Installing what the project needs ------------------------------------------------------------------
+
+IGNORE_INSTALLED = {"-I", "--ignore-installed", "--force-reinstall"}  # pip options that reinstall torch too
+
+
+def pinned(name: str, requirements: Path = ROOT / "requirements.txt") -> str:
+    """The version `requirements` pins for `name` (its `name==version` line)."""
+    for line in requirements.read_text().splitlines():
+        found = re.fullmatch(rf"{re.escape(name)}==(\S+)", line.split("#")[0].strip())
+        if found:
+            return found.group(1)
+    raise BuildError(f"{requirements.name} pins no {name}: it needs a line {name}==VERSION")
+
+
+def _pip(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pip", "install", *args]
+
+
+def install_plan(requirements: str, pip_options: list[str], system: str, machine: str,
+                 torch_installed: str | None, cpu_index: str = TORCH_CPU_INDEX) -> list[list[str]]:
+    """The pip commands that install the project, in order. On Linux torch comes first, from PyTorch's
+    CPU index, so that `-r requirements` then finds it installed and pulls no CUDA package; it is left
+    out where the pinned torch is installed already (`torch_installed`, its version)."""
+    version = pinned("torch")
+    plan = []
+    if system == "Linux" and machine in TORCH_CPU_MACHINES and (torch_installed or "").split("+")[0] != version:
+        plan.append(_pip(f"torch=={version}", "--index-url", cpu_index, *pip_options))
+    plan.append(_pip("-r", requirements, *pip_options))
+    plan.append(_pip("--no-build-isolation", "-e", ".", *pip_options))
+    return plan
+
+
+def unreachable(url: str, timeout: float = 10) -> str | None:
+    """Why `url` cannot be reached, or None when it answers (within `timeout` seconds, not pip's
+    retries and minutes)."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url.rstrip("/") + "/torch/", method="HEAD"),
+                                    timeout=timeout):
+            return None
+    except (OSError, ValueError) as err:  # URLError, HTTPError, timeouts, a malformed URL
+        return str(getattr(err, "reason", None) or err)
+
+
+def run_install_step(command: list[str], pip_options: list[str], cpu_index: str = TORCH_CPU_INDEX) -> None:
+    """Run one command of the plan. Torch from the CPU index runs only when the index answers;
+    otherwise torch's CPU build is looked for in pip's own configured indexes and find-links (a
+    machine with the wheel on disk), never PyPI's CUDA build."""
+    version = pinned("torch")
+    if cpu_index in command:
+        why = unreachable(cpu_index)
+        if why:
+            print(f"PyTorch's CPU index {cpu_index} cannot be reached ({why}): looking for torch=={version}+cpu "
+                  "in pip's configured indexes and find-links instead", flush=True)
+            command = _pip(f"torch=={version}+cpu", *pip_options)
+            if subprocess.run(command, cwd=ROOT).returncode != 0:
+                raise BuildError(
+                    f"torch {version} is not installed: {cpu_index} cannot be reached ({why}) and pip's "
+                    f"configured indexes and find-links hold no torch=={version}+cpu. Run this again when "
+                    f"{cpu_index} can be reached, or take PyPI's build (on Linux the CUDA one, several GB): "
+                    "pip install -r requirements.txt")
+            return
+    print("$ pip install " + " ".join(command[4:]), flush=True)
+    if subprocess.run(command, cwd=ROOT).returncode != 0:
+        raise BuildError(f"pip install {' '.join(command[4:])} failed: pip's output above says why")
+
+
+def install(data: bool = False, pip_options: list[str] = ()) -> None:
+    """Install what the project needs (requirements.txt, or requirements-data.txt with `data`) and the
+    project itself, torch's CPU build first on Linux (see install_plan)."""
+    import importlib.metadata
+    import platform
+    try:
+        torch = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch = None
+    if IGNORE_INSTALLED & set(pip_options):
+        torch = None
+    system, machine = platform.system(), platform.machine()
+    if torch and torch.split("+")[0] == pinned("torch"):
+        print(f"torch {torch} is installed: kept")
+    elif system != "Linux":
+        print(f"torch from PyPI: its {system} build is CPU-only")
+    elif machine not in TORCH_CPU_MACHINES:
+        print(f"torch from PyPI: PyTorch's CPU index has no wheels for {machine}")
+    requirements = "requirements-data.txt" if data else "requirements.txt"
+    for command in install_plan(requirements, list(pip_options), system, machine, torch):
+        run_install_step(command, list(pip_options))
+
+
+def term_option(args: list[str]) -> str:
+    """`--term NAME` of the build: the hidden checks' inputs are drawn from a seed derived from NAME
+    (cgcnn_grading.checks._rng), so a term's leaked hidden inputs and answers do not pass the next
+    term's. Anyone with the grader's code and the name can derive them too: pick a name that is not
+    guessable when the code may have leaked."""
+    if not args:
+        return ""
+    if len(args) == 2 and args[0] == "--term" and args[1].strip() and not args[1].startswith("-"):
+        return args[1].strip()
+    raise BuildError(f"unexpected arguments {' '.join(args)!r}: the build takes only `--term NAME`")
+
+
 def main(argv: list[str]) -> int:
-    command = argv[0] if argv else "build"
+    command = argv[0] if argv and not argv[0].startswith("-") else "build"
     try:
         if command == "build":
-            build()
+            build(term_option(argv[1:] if argv and argv[0] == "build" else argv))
+        elif command == "install":
+            install(data="--data" in argv[1:], pip_options=[a for a in argv[1:] if a != "--data"])
         elif command == "calibrate":
             calibrate()
-        elif command == "grade" and len(argv) in (2, 3):
-            grade_folder(Path(argv[1]), Path(argv[2] if len(argv) == 3 else "scores.csv"))
+        elif command == "grade":
+            grade_command(argv[1:])
+        elif command == "pdf":
+            pdf_command(argv[1:])
         elif command == "data":
             import make_dataset
             make_dataset.main(argv[1:])

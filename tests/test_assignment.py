@@ -56,6 +56,9 @@ def test_build_writes_three_releases(built):
     assert (student / NB).is_file() and (student / "cgcnn_utils.py").is_file()
     assert (student / "data" / "perovskites" / "id_prop.csv").is_file()
     assert sorted(p.stem for p in (student / "tests").glob("*.py")) == sorted(POINTS)
+    with zipfile.ZipFile(student / build.STUDENT_ZIP) as z:  # the folder in one file, for Colab
+        assert z.namelist() == sorted(p.relative_to(student).as_posix() for p in student.rglob("*")
+                                      if p.is_file() and p.name != build.STUDENT_ZIP)
     sol = nbformat.read(solutions / "cgcnn_perovskites_solution.ipynb", as_version=4)
     images = sum(1 for c in sol.cells if c.cell_type == "code" for o in c.get("outputs", [])
                  if "image/png" in o.get("data", {}))

@@ -1,8 +1,8 @@
 """The student's round trip, end to end: the student release filled in with the solution's code and
 with written answers, run top to bottom in a Jupyter kernel (nbclient) including the export cell, on
 a machine with no LaTeX, pandoc or browser; the zip it writes graded as Gradescope grades it (30/30),
-and the written answers readable by the course staff. Also: the Colab setup cell, and grading a
-folder of submissions with `python build.py grade`.
+and the written answers readable by the course staff. Also: grading a folder of submissions with
+`python build.py grade`.
 
 The round trip and its grading run once per test session (`roundtrip`, `graded_roundtrip`): the
 grading is the Gradescope-limits run that tests/test_gradescope.py checks (one core, 768 MB).
@@ -212,36 +212,7 @@ def test_the_exported_zip_gets_full_marks_on_gradescope(tmp_path_factory):
     assert m.results["output"] == "", f"nothing to report for a clean run: {m.results['output']}"
 
 
-# The Colab setup cell -------------------------------------------------------------------------------
-
-def _setup_cell():
-    nb = nbformat.read(STUDENT, as_version=4)
-    cell = next(c for c in nb.cells if c.cell_type == "code")
-    assert "Colab" in cell.source.splitlines()[0], "the first code cell is the Colab setup cell"
-    return cell.source
-
-
-def _run_setup_cell(missing: set[str] = frozenset()) -> tuple[list[list[str]], dict]:
-    """Execute the setup cell with `subprocess.run` recorded instead of run and `find_spec` saying
-    the modules in `missing` are not installed; return the recorded commands and the cell's globals."""
-    import importlib.util
-    calls = []
-    real_find_spec = importlib.util.find_spec
-
-    def find_spec(name, *args, **kwargs):
-        return None if name in missing else real_find_spec(name, *args, **kwargs)
-
-    def record(cmd, *args, **kwargs):
-        calls.append(list(cmd))
-        return subprocess.CompletedProcess(cmd, 0)
-
-    namespace = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(importlib.util, "find_spec", find_spec)
-        mp.setattr(subprocess, "run", record)
-        exec(compile(_setup_cell(), "colab-setup-cell", "exec"), namespace)
-    return calls, namespace
-
+# The requirement files' pins (the Colab setup cell: tests/test_install.py) ------------------------
 
 def _pins(path: Path) -> dict[str, Requirement]:
     reqs = {}
@@ -253,39 +224,13 @@ def _pins(path: Path) -> dict[str, Requirement]:
     return reqs
 
 
-def test_setup_cell_installs_nothing_where_everything_is_installed():
-    calls, namespace = _run_setup_cell()
-    assert namespace["_missing"] == [] and calls == []
-
-
-def test_setup_cell_installs_exactly_the_missing_package_with_the_project_pin():
-    _, namespace = _run_setup_cell()
-    pins = _pins(ROOT / "requirements.txt")
-    for module, spec in namespace["_needed"].items():
-        calls, _ = _run_setup_cell({module})
-        assert calls == [[sys.executable, "-m", "pip", "install", "-q", spec]], (module, calls)
-        req = Requirement(spec)
-        pinned = pins[req.name.lower()]
-        version = str(pinned.specifier).removeprefix("==")
-        # the spec may be looser than the project's pin (Colab's own torch is fine), never contrary to it
-        assert req.specifier.contains(version, prereleases=True), f"{spec} excludes the pinned {pinned}"
-        if req.name == "otter-grader":  # the autograder's version: same log and export format
-            assert str(req.specifier) == str(pinned.specifier), spec
-
-
-@pytest.mark.skip(reason="needs another torch and pymatgen version installed: only torch 2.13.0+cpu and "
-                         "pymatgen 2026.10.24 are on this machine and there is no network at test time")
-def test_notebook_runs_with_another_supported_torch_and_pymatgen():
-    """Colab ships its own torch (CUDA build, another version); the setup cell keeps it. Checking that
-    the notebook still passes its public tests there needs those versions installed."""
-
-
 # Grading a folder of submissions locally ------------------------------------------------------------
 
 def test_build_grade_writes_one_csv_row_per_submission(trip, tmp_path):
-    """`python build.py grade DIR scores.csv` on the round trip's zip (30), the untouched notebook (0),
-    a notebook with only the pooling part (4) and an unreadable one (a note, no scores); other files
-    are left alone."""
+    """`python build.py grade DIR scores.csv` (the flat folder the command has always taken) on the
+    round trip's zip (30), the untouched notebook (0), a notebook with only the pooling part (4) and an
+    unreadable one (status error with the reason, no scores); other files are left alone. Gradescope's
+    export layout and gradings side by side: tests/test_bulk_grading.py."""
     folder = tmp_path / "submissions"
     folder.mkdir()
     shutil.copy(trip["zip"], folder / "a_full_solution.zip")
@@ -301,15 +246,18 @@ def test_build_grade_writes_one_csv_row_per_submission(trip, tmp_path):
     with open(tmp_path / "scores.csv", newline="") as f:
         rows = {r["submission"]: r for r in csv.DictReader(f)}
     assert list(rows) == ["a_full_solution.zip", "b_untouched.ipynb", "c_pooling_only.ipynb", "d_unreadable.ipynb"]
-    notes = {name: r["note"] for name, r in rows.items() if r["note"]}
-    assert list(notes) == ["d_unreadable.ipynb"] and "could not be read" in notes["d_unreadable.ipynb"], notes
+    assert rows["b_untouched.ipynb"]["name"] == "b_untouched"  # a flat folder names the student by the file
+    errors = {name: r["reason"] for name, r in rows.items() if r["status"] != "graded"}
+    assert list(errors) == ["d_unreadable.ipynb"] and "could not be read" in errors["d_unreadable.ipynb"], errors
+    assert rows["d_unreadable.ipynb"]["status"] == "error"
     header = list(rows["a_full_solution.zip"])
-    assert header == ["submission", *POINTS_PER_QUESTION, "total", "note"]
+    assert header == ["submission", "name", "email", "sid", *POINTS_PER_QUESTION, "total", "possible", "test_mae",
+                      "status", "reason", "results"]
     totals = {name: float(r["total"]) for name, r in rows.items()}
     assert totals == {"a_full_solution.zip": 30, "b_untouched.ipynb": 0, "c_pooling_only.ipynb": 4,
                       "d_unreadable.ipynb": 0}, rows
     assert float(rows["c_pooling_only.ipynb"]["q3"]) == 4
-    assert not re.search(r"\d", "".join(rows["d_unreadable.ipynb"][q] for q in header[1:-2]))
+    assert not re.search(r"\d", "".join(rows["d_unreadable.ipynb"][q] for q in POINTS_PER_QUESTION))
 
 
 def test_export_is_refused_on_colab(tmp_path, monkeypatch):
