@@ -1,4 +1,5 @@
-"""Support code for the CGCNN assignment: data loading, batching, training loop and plots.
+"""Support code for the CGCNN assignment: data loading, batching, training loop, plots, and the PDF
+of the written questions.
 
 Everything a student does *not* write lives here, so that the notebook stays about the ideas. The
 parts the student writes (encoding, convolutions, pooling, the model, one training epoch) are passed
@@ -511,6 +512,144 @@ def check_saved(notebook: str | Path) -> bool:
     print(f"{path.name} as saved: {with_outputs} of {len(cells)} code cells have outputs. If you ran cells since "
           "you last saved, save again before exporting.")
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# The written questions as a PDF (for the Gradescope assignment graded by hand)
+# ---------------------------------------------------------------------------------------------
+
+class PDFError(RuntimeError):
+    """The PDF of the written questions could not be made; the message says what to do."""
+
+
+PDF_TIMEOUT = 300  # s for the browser to start, load the page and typeset its maths (generous: a busy machine)
+# Resolves once MathJax 2 has typeset the page (its queue runs in order: startup, typesetting, then
+# this); false when MathJax did not load, so the maths would print as raw TeX.
+_MATHJAX_DONE = ("() => new Promise(done => window.MathJax && window.MathJax.Hub ? "
+                 "MathJax.Hub.Queue(() => done(true)) : done(false))")
+# What a notebook's Markdown and HTML outputs keep in the PDF: text, lists, tables and images, links to
+# the web. No scripts, frames, objects or styles: an <iframe src="file:///..."> would print a local file
+# (nbconvert's own sanitiser keeps too little, not even paragraphs or headings).
+PDF_TAGS = ["a", "abbr", "b", "blockquote", "br", "caption", "code", "dd", "del", "div", "dl", "dt", "em", "h1",
+            "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "kbd", "li", "ol", "p", "pre", "s", "span", "strong",
+            "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul"]
+PDF_ATTRIBUTES = {"*": ["class", "id", "title"], "a": ["href"], "img": ["src", "alt", "width", "height"],
+                  "td": ["colspan", "rowspan"], "th": ["colspan", "rowspan"]}
+PDF_HELP = ("a PDF needs a browser: `pip install playwright`, then `python -m playwright install chromium` (once, "
+            "about 150 MB), and run this cell again. Or print the notebook from your browser (File > Print, "
+            "Save as PDF), and when you upload it mark the pages of questions 5 and 6")
+
+
+def questions_html(notebook: str | Path, mathjax_url: str | None = None) -> str:
+    """The page that questions_pdf prints: otter's filtered export of `notebook` (as saved), only the
+    cells between the `<!-- BEGIN QUESTION -->` and `<!-- END QUESTION -->` markers that otter assign
+    puts around each hand-graded question (its prompt, the cells inside it with their outputs, the
+    answer), a page break between questions, in otter's HTML template. `mathjax_url` replaces
+    nbconvert's MathJax (from a CDN) with another copy. Markdown and HTML outputs are sanitised
+    (_clean_html): the notebook may be anyone's submission. Raises PDFError."""
+    try:
+        import nbconvert
+        from otter.export.exporters.base_exporter import TEMPLATE_DIR
+        from otter.export.exporters.utils import NEW_PAGE_CELL_SOURCE
+        from otter.export.exporters.via_html import PDFViaHTMLExporter
+        from traitlets.config import Config
+    except ImportError as err:
+        raise PDFError(f"{err.name} is not installed: pip install -r requirements.txt") from err
+    path = Path(notebook)
+    try:
+        nb = PDFViaHTMLExporter.load_notebook(str(path), filtering=True, pagebreaks=True)
+    except Exception as err:  # unreadable JSON, not a notebook
+        raise PDFError(f"{path.name} could not be read as a notebook ({type(err).__name__}: {err})") from err
+    while nb.cells and nb.cells[-1].source.strip() == NEW_PAGE_CELL_SOURCE:
+        nb.cells.pop()  # what is left of the cell after the last question: a page break, then a blank page
+    if not nb.cells:
+        raise PDFError(f"{path.name} has no question marked for the PDF (otter's `<!-- BEGIN QUESTION -->`): "
+                       "use the notebook of the assignment as released, with its cells in place")
+    config = Config()
+    config.HTMLExporter.template_name = "via_html"  # otter's template for its PDF via HTML
+    config.HTMLExporter.extra_template_basedirs = [str(TEMPLATE_DIR)]
+    config.HTMLExporter.sanitize_html = True
+    config.HTMLExporter.filters = {"clean_html": _clean_html}  # the template sanitises with this filter
+    if mathjax_url:
+        config.HTMLExporter.mathjax_url = mathjax_url
+    return nbconvert.HTMLExporter(config=config).from_notebook_node(nb)[0]
+
+
+def questions_pdf(notebook: str | Path, dest: str | Path, mathjax_url: str | None = None,
+                  chromium: str | Path | None = None, offline: bool = False, timeout: float = PDF_TIMEOUT) -> Path:
+    """Write the PDF of the hand-graded questions of `notebook` (as saved) to `dest` and return it:
+    the page of questions_html, printed by a headless chromium once MathJax has typeset its maths.
+    `chromium` is the browser's executable (default: playwright's own download); `offline` refuses
+    every request that is not a local file. Raises PDFError."""
+    import asyncio
+    import concurrent.futures
+    import importlib.util
+    import tempfile
+    if importlib.util.find_spec("playwright") is None:
+        raise PDFError(f"playwright is not installed: {PDF_HELP}")
+    path, dest = Path(notebook), Path(dest)
+    html = questions_html(path, mathjax_url)
+
+    async def print_page(page_file: Path) -> bytes:
+        from playwright.async_api import Error, async_playwright
+        async with async_playwright() as pw:
+            try:
+                browser = await pw.chromium.launch(executable_path=chromium, timeout=timeout * 1000)
+            except Error as err:
+                why = str(err).strip().splitlines()[0]
+                raise PDFError(f"chromium could not start ({why}): " + (PDF_HELP if chromium is None else
+                                                                        f"check {chromium}")) from err
+            try:
+                page = await browser.new_page()
+                if offline:
+                    await page.route(lambda url: not url.startswith("file:"), lambda route: route.abort())
+                await page.emulate_media(media="print")
+                await page.goto(page_file.as_uri(), wait_until="load", timeout=timeout * 1000)
+                try:
+                    typeset = await asyncio.wait_for(page.evaluate(_MATHJAX_DONE), timeout)
+                except asyncio.TimeoutError:
+                    raise PDFError(f"MathJax did not finish typesetting {path.name} within {timeout:g} s") from None
+                if not typeset:
+                    raise PDFError(f"MathJax did not load (from {mathjax_url or 'its CDN: are you online?'}), so the "
+                                   "maths would print as raw TeX")
+                return await page.pdf(print_background=True)
+            finally:
+                await browser.close()
+
+    with tempfile.TemporaryDirectory(prefix="questions-pdf-") as tmp:
+        page_file = Path(tmp) / f"{path.stem}.html"
+        page_file.write_text(html, encoding="utf-8")
+        # playwright's API needs an event loop of its own: Jupyter's kernel already runs one in this thread
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pdf = pool.submit(asyncio.run, print_page(page_file)).result()
+    dest.write_bytes(pdf)
+    return dest
+
+
+def _clean_html(html) -> str:
+    """HTML rendered from a notebook's Markdown or outputs, with only PDF_TAGS and PDF_ATTRIBUTES left,
+    and links and images only to the web or inline data (no file: URLs)."""
+    import bleach
+    return bleach.clean(str(html), tags=PDF_TAGS, attributes=PDF_ATTRIBUTES,
+                        protocols=["http", "https", "mailto", "data"], strip=True)
+
+
+def written_pdf(notebook: str | Path) -> Path | None:
+    """The Submit section's PDF of questions 5 and 6 (with the experiments' table and figures) from
+    the notebook as saved, beside it, for the Gradescope assignment graded by hand; says what to do
+    when it cannot be made (no browser, on Colab, not saved). Returns the PDF's path, or None."""
+    path = Path(notebook)
+    if not check_saved(path):
+        return None
+    dest = path.with_name(f"{path.stem}_written.pdf")
+    try:
+        questions_pdf(path, dest)
+    except PDFError as err:
+        print(f"No PDF: {err}")
+        return None
+    print(f"wrote {dest.name}: upload it to the Gradescope assignment of the written questions and mark the "
+          "pages of each question")
+    return dest
 
 
 # ---------------------------------------------------------------------------------------------
