@@ -436,9 +436,7 @@ def grade(zip_path: Path, submission: Path, out: Path | None = None, prefix: lis
                                   cwd=root / "source", capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as err:
             _keep_log(out, err.stdout, err.stderr, f"ended after {timeout:.0f} s (the time allowed for a run)")
-            from cgcnn_grading import sandbox
-            with sandbox.grading_user(user or sandbox.USER):
-                pass  # its lock, once the ended run released it: every process the run left is ended
+            _end_ended_run(user)
             raise
         _keep_log(out, done.stdout, done.stderr, f"exit status {done.returncode}")
         results = root / "results" / "results.json"
@@ -450,6 +448,19 @@ def grade(zip_path: Path, submission: Path, out: Path | None = None, prefix: lis
                 if kept.is_file() and not kept.is_symlink():
                     shutil.copy(kept, out / kept.name)
         return json.loads(results.read_text())
+
+
+def _end_ended_run(user: str | None) -> None:
+    """After a run was killed at its timeout: with its grading user's lock (which the killed run held),
+    every process the run left is ended, and its scratch folder removed; the user's next grading,
+    another student's, would otherwise find that student's files in its own user's work directory."""
+    from cgcnn_grading import sandbox
+    from cgcnn_grading.grade import SCRATCH_PREFIX
+    with sandbox.grading_user(user or sandbox.USER) as owner:  # entering it ends the user's processes
+        for scratch in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+            work = scratch / "work"  # the user's: no grading of this user runs while we hold its lock
+            if work.is_dir() and not work.is_symlink() and work.stat().st_uid == owner.pw_uid:
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _keep_log(out: Path | None, stdout, stderr, end: str) -> None:

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import copy
 import json
-import queue
 import re
 import sys
 import textwrap
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -876,37 +874,30 @@ def write_upload(case: Case, dest: Path, base: nbformat.NotebookNode | None = No
 
 
 def grade(case: Case, work: Path, zip_path: Path = build.AUTOGRADER_ZIP,
-          base: nbformat.NotebookNode | None = None, user: str | None = None) -> dict:
-    """Grade one case through Gradescope's entry point as the grading user `user`; the whole run must
-    end before Gradescope would kill it. Returns results.json."""
+          base: nbformat.NotebookNode | None = None, user: str | None = None, prefix: list[str] = ()) -> dict:
+    """Grade one case through Gradescope's entry point as the grading user `user` (the command wrapped
+    in `prefix`); the whole run must end before Gradescope would kill it. Returns results.json."""
     upload = write_upload(case, work / "upload", base)
-    return build.grade(zip_path, upload, timeout=GRADESCOPE_TIMEOUT, user=user)
+    return build.grade(zip_path, upload, prefix=prefix, timeout=GRADESCOPE_TIMEOUT, user=user)
 
 
 def grade_all(cases: list[Case], work: Path, zip_path: Path = build.AUTOGRADER_ZIP,
               workers: int = WORKERS, keep: Path | None = None) -> dict[str, tuple[dict | Exception, float]]:
     """{case name: (results.json or the exception grading raised, seconds)}: the cases `workers` at a
-    time (a grading user each), the longest first, then the cases a time limit stops. With `keep`,
-    each results.json is also written there as NAME.json, and a case already there is read back
-    instead of graded."""
+    time (build.side_by_side: a grading user each, each on a CPU of its own), the longest first, then
+    the cases a time limit stops. With `keep`, each results.json is also written there as NAME.json,
+    and a case already there is read back instead of graded."""
     base = base_notebook()
-    users = queue.Queue()
-    for k in range(1, workers + 2):
-        users.put(f"cgcnn-student-{k}")
 
-    def run(case: Case, user: str | None = None):
+    def run(case: Case, user: str, prefix: list[str]):
         kept = keep / f"{case.name}.json" if keep else None
         if kept and kept.is_file():
             return json.loads(kept.read_text()), 0.0
-        start, own = time.perf_counter(), user is None
-        user = user or users.get()
+        start = time.perf_counter()
         try:
-            outcome = grade(case, work / case.name, zip_path, base, user)
+            outcome = grade(case, work / case.name, zip_path, base, user, prefix)
         except Exception as err:  # noqa: BLE001 - reported by the case's own test
             outcome = err
-        finally:
-            if own:
-                users.put(user)
         if kept and isinstance(outcome, dict):
             kept.parent.mkdir(parents=True, exist_ok=True)
             kept.write_text(json.dumps(outcome, indent=1))
@@ -914,15 +905,13 @@ def grade_all(cases: list[Case], work: Path, zip_path: Path = build.AUTOGRADER_Z
 
     # The cases a time limit stops run last, side by side and with nothing else: under the load of
     # other gradings a CPU-bound cell reaches its wall-clock limit before its CPU-time limit, and the
-    # cells after a long wait would run out of the notebook's total time.
+    # cells after a long wait would run out of the notebook's total time. They are not pinned: there
+    # are more of them than cores, and two CPU-bound cells pinned to one core would each get half of it
+    # (the scheduler gives the sleeping case's core to one of them).
     stopped = [c for c in cases if c.stopped]
     busy = sorted((c for c in cases if not c.stopped), key=lambda c: -c.seconds)
-    with ThreadPoolExecutor(workers) as pool:
-        done = {c.name: f for c, f in [(c, pool.submit(run, c)) for c in busy]}
-        done = {name: f.result() for name, f in done.items()}
-    with ThreadPoolExecutor(max(1, len(stopped))) as pool:
-        futures = {c.name: pool.submit(run, c) for c in stopped}
-        done |= {name: f.result() for name, f in futures.items()}
+    done = dict(zip([c.name for c in busy], build.side_by_side(busy, run, workers)))
+    done |= dict(zip([c.name for c in stopped], build.side_by_side(stopped, run, max(1, len(stopped)), pin=False)))
     return done
 
 

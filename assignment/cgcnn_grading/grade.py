@@ -30,6 +30,7 @@ from .settings import MAE_QUESTION, Settings
 HELDOUT = "heldout.json"
 SHIPPED = ["cgcnn_utils.py", "data"]  # in otter's files/: they replace any copy in the submission
 KERNEL_MODULE = "cgcnn_kernel.py"
+SCRATCH_PREFIX = "cgcnn-grading-"  # the grading's folder in the temporary directory: the user's work directory
 HELP = ("Export the notebook again with its last cell (grader.export), check that the zip holds "
         "cgcnn_perovskites.ipynb, and resubmit. If this persists, send this message to the course staff.")
 
@@ -109,7 +110,7 @@ def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_n
     heldout = heldout_set(source / HELDOUT, embedding, settings.graph)
 
     with sandbox.grading_user(user_name) as user:
-        scratch = Path(tempfile.mkdtemp(prefix="cgcnn-grading-"))
+        scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
         try:
             os.chmod(scratch, 0o711)  # the user may enter its two folders, not list this one
             work = sandbox.work_directory(user, scratch)
