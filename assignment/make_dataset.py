@@ -50,6 +50,9 @@ CACHE = DATA / ".cache" / "relaxations.jsonl"
 SEED = 2018  # fixes the classification sample and the splits
 FMAX = 0.05  # eV/A
 MAX_STEPS = 300
+SYMPREC_START = 0.01  # A: the symmetry a relaxation keeps is the start's at this tolerance (exact starts)
+# How the cached relaxations were made: a cache written another way is not reused.
+RELAXATION = "CHGNet 0.3.0, ASE BFGS on a FrechetCellFilter, FixSymmetry of the start"
 MAX_VOLUME_CHANGE = 0.30
 TOLERANCE_RANGE = (0.75, 1.10)
 R_OXYGEN = Species("O", -2).get_shannon_radius("VI")  # 1.40 A
@@ -316,12 +319,22 @@ class _quiet:
 
 
 def relax(structure: Structure, relax_cell: bool = True) -> dict:
-    """Relax with CHGNet; return the final structure, energy per atom and convergence facts."""
+    """Relax with CHGNet within the start's space group; return the final structure, energy per atom
+    and convergence facts.
+
+    The forces and stress are symmetrised (ASE's FixSymmetry, found at SYMPREC_START) so that the
+    structure keeps every symmetry of its start and may only gain more. Without it a start that sits on a
+    saddle (a P4mm cell whose B cation would rather move off the axis) leaves its space group by
+    amplifying rounding noise, and where it lands depends on the CPU's vector kernels: the same code
+    rejected LaMnO3, GdCrO3 and CdRuO3 as monoclinic on one machine and kept them as P4mm on another."""
+    from ase.constraints import FixSymmetry
+    from pymatgen.io.ase import AseAtomsAdaptor
     if _OPTIMIZER is None:
         _init_worker()
+    atoms = AseAtomsAdaptor().get_atoms(structure)
+    atoms.set_constraint(FixSymmetry(atoms, symprec=SYMPREC_START))
     with _quiet():
-        result = _OPTIMIZER.relax(structure, fmax=FMAX, steps=MAX_STEPS, relax_cell=relax_cell,
-                                  verbose=False)
+        result = _OPTIMIZER.relax(atoms, fmax=FMAX, steps=MAX_STEPS, relax_cell=relax_cell, verbose=False)
         final = result["final_structure"]
         energy = float(_OPTIMIZER.calculator.model.predict_structure(final)["e"])
     traj = result["trajectory"]
@@ -341,7 +354,7 @@ def optimizer_converged(steps: int) -> bool:
 
 def relax_entry(entry: dict) -> dict:
     """Build, relax and check one entry; never raises (a failure becomes a rejection reason)."""
-    record = {k: entry[k] for k in ENTRY_KEYS}
+    record = {k: entry[k] for k in ENTRY_KEYS} | {"relaxation": RELAXATION}
     start = time.perf_counter()
     try:
         initial = build_structure(entry)
@@ -565,7 +578,7 @@ def relax_reference(task: tuple[str, str]) -> dict:
     element, name = task
     structure = dict(reference_candidates(element))[name]
     out = relax(structure, relax_cell=(element != "O"))
-    return {"id": f"ref:{element}:{name}", "element": element, "structure_type": name,
+    return {"id": f"ref:{element}:{name}", "element": element, "structure_type": name, "relaxation": RELAXATION,
             "energy_per_atom": out["energy_per_atom"], "converged": out["converged"], "steps": out["steps"]}
 
 
@@ -574,14 +587,19 @@ def relax_reference(task: tuple[str, str]) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 def _load_cache() -> dict[str, dict]:
-    done = {}
+    done, stale = {}, 0
     if CACHE.exists():
         for line in CACHE.read_text().splitlines():
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue  # a line cut by an interruption: that entry runs again
+            if rec.get("relaxation") != RELAXATION:
+                stale += 1  # relaxed another way (an older cache): that entry runs again
+                continue
             done[rec["id"]] = rec
+    if stale:
+        print(f"{stale} cached relaxations in {CACHE} were made another way than {RELAXATION!r}: relaxed again")
     return done
 
 
