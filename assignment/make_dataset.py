@@ -5,8 +5,9 @@ What it does, in order (see data/DATACARD.md for the why):
    orthorhombic Pnma) for charge-balanced A/B pairs whose Goldschmidt tolerance factor, from
    pymatgen's Shannon radii, lies in [0.75, 1.10]; then, for the classification set, ABO3 oxides of the
    same formulas in five other structure types (OTHER_TYPES), drawn from the perovskite formulas kept.
-2. Relaxes cell and positions with CHGNet (BFGS, fmax 0.05 eV/A, at most 300 steps), in worker
-   processes of one torch thread each, so that an entry's result does not depend on scheduling.
+2. Relaxes cell and positions with CHGNet (BFGS, fmax 0.05 eV/A, at most 300 steps) within the start's
+   space group (a structure may gain symmetry, never lose it), in worker processes of one torch thread
+   each, so that an entry's result depends neither on scheduling nor on the CPU's rounding.
 3. Labels each entry with its energy per atom and its formation energy per atom against elemental
    references relaxed with the same potential (metals: the lowest of fcc, bcc, hcp and, for group
    14, diamond; oxygen: an O2 molecule in a 12 A box).
@@ -373,6 +374,71 @@ def relax_entry(entry: dict) -> dict:
     return record
 
 
+def relax_ids(ids: list[str]) -> list[dict]:
+    """Relax the entries named by `ids` here, one by one, and summarise each: what a check of one entry
+    (on another machine, or under other CPU kernels) compares with the committed set."""
+    entries = {e["id"]: e for e in all_entries()}
+    unknown = [i for i in ids if i not in entries]
+    if unknown:
+        raise SystemExit(f"no entry {', '.join(unknown)}: ids are FORMULA_POLYMORPH as in all_entries(),"
+                         f" e.g. {next(iter(entries))}")
+    _init_worker()
+    out = []
+    for i in ids:
+        record = relax_entry(entries[i])
+        if "cif" in record:
+            label_symmetry(record)
+        out.append({"id": i, "energy_per_atom": record.get("energy_per_atom"), "steps": record.get("steps"),
+                    "space_group": record.get("space_group"), "space_group_fine": record.get("space_group_fine"),
+                    "rejected": rejection_reason(record)})
+    return out
+
+
+def check_committed(per_type: int, workers: int = 2) -> dict:
+    """Relax a seeded sample of `per_type` committed entries of every structure type again and compare
+    each with the committed set: the verdict of the rules judged on one entry alone (LATE_RULES need the
+    whole set, so an entry they removed counts as passing), the space groups at SYMPREC and SYMPREC_FINE,
+    and the energy. Nothing is written. Run it on another machine, or under other CPU kernels
+    (ATEN_CPU_CAPABILITY=default), to see whether the committed set is what this code makes there."""
+    from multiprocessing import get_context
+    perovs = perovskite_entries()
+    committed = committed_records(perovs)
+    kept = sorted({r["formula"] for r in committed.values() if "cif" in r})
+    entries = perovs + other_entries(kept)
+    committed |= committed_records(entries[len(perovs):])
+    sample = []
+    for prototype in [*POLYMORPHS, *OTHER_TYPES]:
+        ids = sorted(i for i, e in committed.items() if e["prototype"] == prototype)
+        sample += random.Random(f"{SEED}:check:{prototype}").sample(ids, min(per_type, len(ids)))
+    by_id = {e["id"]: e for e in entries}
+
+    def verdict(record):
+        reason = record.get("rejected") or (rejection_reason(record) if "cif" in record else "relaxation failed")
+        if reason and reason.startswith(LATE_RULES):
+            reason = None
+        if reason:
+            return rule_of(reason), None, None
+        labelled = dict(record)
+        label_symmetry(labelled)
+        return "kept", labelled["space_group"], labelled["space_group_fine"]
+
+    with get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+        fresh = dict(zip(sample, pool.map(relax_entry, [by_id[i] for i in sample], chunksize=1)))
+    rows = []
+    for i in sample:
+        old, new = committed[i], dict(fresh[i], id=f"{i} (again)")
+        row = {"id": i, "committed": verdict(old), "again": verdict(new)}
+        if "energy_per_atom" in old and "energy_per_atom" in new:
+            row["energy_difference"] = abs(new["energy_per_atom"] - old["energy_per_atom"])
+        rows.append(row)
+    differ = [r for r in rows if r["committed"] != r["again"]]
+    energies = [r["energy_difference"] for r in rows if "energy_difference" in r]
+    return {"entries": len(rows), "same_verdict_and_space_groups": len(rows) - len(differ),
+            "largest_energy_difference_eV_per_atom": max(energies, default=None),
+            "over_1_meV": sum(e > 1e-3 for e in energies), "differ": differ,
+            "cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", "this CPU's best")}
+
+
 def rejection_reason(record: dict) -> str | None:
     """Why a relaxed entry is unphysical or failed, or None. Judged when the set is written (not in
     the worker), so that the criteria can be refined without relaxing anything again."""
@@ -709,7 +775,7 @@ def kept_formulas(records: list[dict], refs: dict) -> set[str]:
 def generate(workers: int = 2, limit: int | None = None, from_committed: bool = False) -> None:
     """Relax what is neither cached nor (with `from_committed`) in the committed data, then write. The
     perovskites come first: the negatives are drawn from the formulas the rules keep among them."""
-    started, cpu_started = time.perf_counter(), _cpu_seconds()
+    started, cpu_started, load_started = time.perf_counter(), _cpu_seconds(), os.getloadavg()[1]
     entries = perovskite_entries()
     rng = random.Random(SEED)
     if limit:  # a quick partial run, for development
@@ -748,6 +814,8 @@ def generate(workers: int = 2, limit: int | None = None, from_committed: bool = 
         if cached == 0 and not from_committed:  # from an empty cache: a full regeneration
             timing["wall_seconds_full_regeneration"] = timing["wall_seconds_last_run"]
             timing["cpu_seconds_full_regeneration"] = timing["cpu_seconds_last_run"]
+            timing["conditions"] = run_conditions(workers, timing["wall_seconds_last_run"],
+                                                  timing["cpu_seconds_last_run"], load_started)
     negative_records = records[len(perovs):]
     if not any(r.get("committed") for r in negative_records):  # every negative relaxed on this machine
         timing["negatives_relaxation"] = {
@@ -760,6 +828,17 @@ def generate(workers: int = 2, limit: int | None = None, from_committed: bool = 
     write_dataset(records, refs, timing)
     write_baselines()
     write_card()
+
+
+def run_conditions(workers: int, wall: float, cpu: float, load_started: float) -> str:
+    """What a timed run shared the machine with, as measured by the run itself: a run that had the CPUs
+    to itself keeps its workers busy (CPU time close to workers x wall time) and sees a load average
+    close to its number of workers."""
+    busy = cpu / (wall * min(workers, os.cpu_count() or 1))
+    return (f"{workers} workers at nice {os.nice(0)} on {os.cpu_count()} CPUs; 5-minute load average"
+            f" {load_started:.1f} at the start and {os.getloadavg()[1]:.1f} at the end; the workers were busy"
+            f" {100 * busy:.0f} % of the time (CPU time over workers x wall time; lower when other work"
+            " shares the CPUs, or at the end of a stage when one worker waits for the other)")
 
 
 def _cpu_seconds() -> float:
@@ -1179,8 +1258,13 @@ Generated by this project with `python build.py data` (code: `assignment/make_da
    hold, not stability claims.
 2. **Relaxation**: CHGNet {gen['chgnet']} ({gen['model']}), torch {gen['torch']}, cell and positions
    with ASE {gen['optimizer']} through CHGNet's `StructOptimizer`, fmax {gen['fmax_eV_per_A']} eV/A, at most
-   {gen['max_steps']} steps, one torch thread per worker process. A final static CHGNet evaluation of the
-   relaxed structure gives the energy.
+   {gen['max_steps']} steps, one torch thread per worker process. Forces and stress are symmetrised to
+   the start's space group (ASE's `FixSymmetry`, found at {SYMPREC_START} A), so a relaxation may gain
+   symmetry (a tetragonal start that relaxes to the cubic cell) but never lose it: a start on a saddle
+   point (most tetragonal P4mm starts) would otherwise leave its space group by amplifying rounding noise,
+   and where it went depended on the CPU's vector kernels (LaMnO3 ended as P4mm, Pm or Cm under three
+   kernel settings of the same machine). A final static CHGNet evaluation of the relaxed structure gives
+   the energy.
 3. **Labels**: energy per atom, and formation energy per atom
    E_f = E/N - sum_el x_el mu_el with mu_el the lowest CHGNet energy per atom among fcc, bcc and hcp (and
    diamond for group 14) after relaxation, and for oxygen half the energy of a relaxed O2 molecule in a
@@ -1370,6 +1454,12 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="relaxation processes (default 2)")
     parser.add_argument("--limit", type=int, default=None, help="relax only a random sample (development)")
     parser.add_argument("--fresh", action="store_true", help="ignore the cache of earlier relaxations")
+    parser.add_argument("--relax", nargs="+", metavar="ID",
+                        help="relax only these entries (ids such as LaMnO3_tetragonal) and print each record's"
+                             " space groups, energy and verdict as a JSON line; nothing is written")
+    parser.add_argument("--check", type=int, metavar="N",
+                        help="relax N committed entries of every structure type again (a seeded sample) and"
+                             " compare verdicts, space groups and energies with the committed set; nothing is written")
     parser.add_argument("--from-committed", action="store_true",
                         help="take entries missing from the cache from the committed data set (relaxed CIFs,"
                              " labels, rejections, references): re-applies the rules without relaxing them")
@@ -1378,6 +1468,13 @@ def main(argv=None) -> None:
         import chgnet  # noqa: F401
     except ImportError:
         sys.exit("CHGNet is needed to regenerate the data: pip install -r requirements-data.txt")
+    if args.check:
+        print(json.dumps(check_committed(args.check, args.workers), indent=1))
+        return
+    if args.relax:
+        for record in relax_ids(args.relax):
+            print(json.dumps(record))
+        return
     if args.fresh and CACHE.exists():
         CACHE.unlink()
     generate(workers=args.workers, limit=args.limit, from_committed=args.from_committed)
