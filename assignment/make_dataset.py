@@ -1466,7 +1466,10 @@ the first constrained regeneration (2026-12-05) kept all of its 859 perovskites 
 0.3 meV/atom, kept 12 more (11 tetragonal starts that had left P4mm, and EuMoO3's orthorhombic one), and
 found two orthorhombic entries Pnma rather than Pna2_1; the classification set's negatives were judged
 alike. The split is a deterministic function of the entries kept, but one entry more or less re-deals
-much of its chemistry stratum (those 12 moved 187 of the 859 to another split).
+much of its chemistry stratum (those 12 moved 187 of the 859 to another split). Two full regenerations
+from an empty cache on 2026-12-05 gave byte-identical files and relaxation records: the first, before
+numpy's OpenBLAS was held to one thread per worker, took 96 minutes wall (189 CPU-minutes; its idle
+threads spun and slowed the other worker), the second the time above.
 `python make_dataset.py --check N` relaxes N committed entries of every structure type again and
 compares verdicts, space groups and energies with these files: run it on another machine, or with
 `ATEN_CPU_CAPABILITY=default`, to see whether this set is what the code makes there.
