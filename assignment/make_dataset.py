@@ -435,16 +435,13 @@ def check_committed(per_type: int, workers: int = 2) -> dict:
     by_id = {e["id"]: e for e in entries}
 
     def verdict(record):
-        reason = record.get("rejected") or (rejection_reason(record) if "cif" in record else "relaxation failed")
-        if reason and reason.startswith(LATE_RULES):
-            reason = None
+        labelled = dict(record)
+        reason = entry_reason(labelled) if "cif" in record else record.get("rejected", "relaxation failed")
+        if reason and reason.startswith(SET_RULES):
+            reason = None  # judged on the whole set: passing the rules of one entry is what compares
         if reason:
             return rule_of(reason), None, None
-        if "cif" not in record:  # removed by a late rule: the committed set keeps no structure
-            return "kept", None, None
-        labelled = dict(record)
-        label_symmetry(labelled)
-        return "kept", labelled["space_group"], labelled["space_group_fine"]
+        return "kept", labelled.get("space_group"), labelled.get("space_group_fine")
 
     with worker_pool(workers) as pool:
         fresh = dict(zip(sample, pool.map(relax_entry, [by_id[i] for i in sample], chunksize=1)))
@@ -930,6 +927,7 @@ RULES = [("relaxation failed", "relaxation failed"), ("not converged", "not conv
          ("merged with another entry of the formula", "merged into"),
          ("negative relaxed into a perovskite", "relaxed into a perovskite")]
 LATE_RULES = ("label artefact", "merged into")  # judged on labels of entries that passed the others
+SET_RULES = (*LATE_RULES, "relaxed into a perovskite")  # every rule that needs more than the entry itself
 
 
 def rule_of(reason: str) -> str:
@@ -941,16 +939,23 @@ def _reject(record: dict, reason: str | None) -> None:
         record["rejected"] = reason
 
 
+def entry_reason(record: dict) -> str | None:
+    """The rules judged on one record alone, in the order of RULES (the record's symmetry is labelled on
+    the way); the later rules need the whole set."""
+    reason = rejection_reason(record)
+    if reason is None:
+        label_symmetry(record)
+        reason = octahedron_reason(record) or symmetry_reason(record)
+    return reason
+
+
 def apply_rules(records: list[dict], refs: dict) -> tuple[list[dict], dict]:
     """Judge every record that has a structure (a record without one keeps its stored reason), in the
     order of RULES; return the kept records and the lanthanide offsets measured."""
     for r in records:
         if "cif" in r:
             r.pop("rejected", None)
-            _reject(r, rejection_reason(r))
-            if "rejected" not in r:
-                label_symmetry(r)
-                _reject(r, octahedron_reason(r) or symmetry_reason(r))
+            _reject(r, entry_reason(r))
     alive = [r for r in records if "rejected" not in r]
     late = [r for r in records if r.get("rejected", "").startswith(LATE_RULES) and "energy_per_atom" in r]
     dropped, offsets = failing_lanthanides(alive + late, refs)
