@@ -5,6 +5,8 @@
                                  (--data: also CHGNet, for `python build.py data` and its tests)
     python build.py              student/, solutions/ and autograder/ from assignment/
     python build.py calibrate    train the solution over several seeds; writes the MAE thresholds
+    python build.py answers      the figures Part 5's model answer quotes (the solution executed, with
+                                 its polymorph energy differences on the held-out formulas too)
     python build.py data         regenerate the data set with CHGNet (needs requirements-data.txt)
     python build.py pdf SUBMISSIONS... [-o DIR]
                                  the PDF of the written questions of each submission, offline
@@ -635,8 +637,8 @@ def cell_errors(graded_dir: Path, submitted) -> list[str]:
     return errors
 
 
-def build(term: str = "") -> None:
-    """The three releases; `term` (a course term's name) reseeds the hidden checks' inputs."""
+def calibrated_thresholds() -> dict:
+    """The thresholds of calibration.json, once the master, the data and the calibration are checked."""
     import nbformat
     check_inputs()
     check_code(nbformat.read(MASTER, as_version=4))
@@ -644,7 +646,13 @@ def build(term: str = "") -> None:
         raise BuildError(f"{_shown(CALIBRATION)} is missing: run `python build.py calibrate`")
     calibration = json.loads(CALIBRATION.read_text())
     check_calibration(calibration)
-    thresholds = calibration["thresholds"]
+    return calibration["thresholds"]
+
+
+def build(term: str = "") -> None:
+    """The three releases; `term` (a course term's name) reseeds the hidden checks' inputs."""
+    import nbformat
+    thresholds = calibrated_thresholds()
     unfilled = sorted(set(re.findall(r"__[A-Z][A-Z0-9_]*__", fill(MASTER.read_text(), thresholds))))
     if unfilled:
         raise BuildError(f"the master notebook quotes {', '.join(unfilled)}, which nothing fills: the build fills "
@@ -1204,6 +1212,50 @@ def calibrate() -> None:
     print(f"wrote {CALIBRATION.relative_to(ROOT)}: {thresholds}")
 
 
+# The cell `answers` appends to the solution: Part 4's model on the held-out crystals, saved for build.py
+TEST_PREDICTIONS = "test_predictions.json"
+SAVE_TEST_PREDICTIONS = f"""\
+test_graphs = cgcnn_utils.build_graphs(data, data.ids("test"), embedding, atom_features, neighbor_list,
+                                       RADIUS, MAX_NUM_NBR, progress=False)
+test_batches = cgcnn_utils.make_batches(test_graphs, data.targets, data.ids("test"), gaussian_expand, 256)
+Path("{TEST_PREDICTIONS}").write_text(json.dumps(cgcnn_utils.predict(model, test_batches, normalizer)))"""
+
+
+def answers() -> None:
+    """The figures Part 5's model answer quotes: the solution as released, executed with the held-out
+    crystals in its data, prints its experiments and its polymorph energy differences on the
+    validation formulas; Part 4's model then predicts the test formulas, whose differences only the
+    course staff can measure."""
+    import nbformat
+    import cgcnn_utils
+    thresholds = calibrated_thresholds()
+    with tempfile.TemporaryDirectory(prefix="cgcnn-answers-") as tmp:
+        _, dist = assemble(Path(tmp), thresholds)
+        work = dist / "autograder"
+        shutil.rmtree(work / "data" / "perovskites")
+        shutil.copytree(ASSIGNMENT / "data" / "perovskites", work / "data" / "perovskites")
+        nb = nbformat.read(work / MASTER.name, as_version=4)
+        nb.cells.append(nbformat.v4.new_code_cell("import json\nfrom pathlib import Path\n" + SAVE_TEST_PREDICTIONS))
+        nbformat.write(nb, work / MASTER.name)
+        print("executing the solution with the held-out crystals ...")
+        executed = execute(work / MASTER.name, timeout=1800)
+        test_pred = json.loads((work / TEST_PREDICTIONS).read_text())
+    for cell in executed.cells:
+        if cell.cell_type == "code" and ("variants = {" in cell.source or "polymorph_differences(val_pred" in cell.source):
+            print("".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream"))
+    data = cgcnn_utils.load_dataset(ASSIGNMENT / "data" / "perovskites")
+    formula = {i: row["formula"] for i, row in data.metadata.items()}
+    diffs = cgcnn_utils.polymorph_differences(test_pred, data.targets, formula)
+    mae = sum(abs(p - t) for t, p in diffs.values()) / len(diffs)
+    blind = sum(abs(t) for t, _ in diffs.values()) / len(diffs)  # a composition-only model predicts 0 for each
+    above = [p > 0 for t, p in diffs.values() if t > 0.01]  # clearly above: is it predicted above?
+    print(f"test formulas: polymorph energy differences MAE {mae:.3f} eV/atom; a composition-only model "
+          f"{blind:.3f}; {len(diffs)} polymorphs of "
+          f"{len({formula[i] for i in diffs})} formulas; {sum(above)} of the {len(above)} more than 10 meV/atom "
+          f"above their formula's lowest predicted above it; test MAE "
+          f"{sum(abs(test_pred[i] - data.targets[i]) for i in test_pred) / len(test_pred):.3f} eV/atom")
+
+
 def grade_command(argv: list[str]) -> None:
     """`python build.py grade`'s arguments."""
     import argparse
@@ -1443,6 +1495,8 @@ def main(argv: list[str]) -> int:
             install(data="--data" in argv[1:], pip_options=[a for a in argv[1:] if a != "--data"])
         elif command == "calibrate":
             calibrate()
+        elif command == "answers":
+            answers()
         elif command == "grade":
             grade_command(argv[1:])
         elif command == "pdf":

@@ -63,3 +63,24 @@ def test_the_notebook_quotes_the_calibrated_numbers():
     for key in ("mae_full", "mae_mean", "mae_solution", "mae_no_conv", "mae_composition"):
         assert f"{THRESHOLDS[key]:.3f}" in student, f"the student notebook does not quote {key}"
     assert "__MAE_" not in student, "a threshold placeholder was left unfilled"
+
+
+def test_the_answers_cell_uses_only_names_the_solution_defines():
+    """`python build.py answers` appends build.SAVE_TEST_PREDICTIONS to the executed solution: a name
+    the master renamed would fail only after ten minutes of execution."""
+    import ast
+    import nbformat
+    master = nbformat.read(build.MASTER, as_version=4)
+    defined = {"json", "Path"}  # imported by the appended cell itself
+    for cell in master.cells:
+        if cell.cell_type != "code" or cell.source.lstrip().startswith(("%", "!")):
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                defined.add(node.id)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                defined.update((a.asname or a.name).split(".")[0] for a in node.names)
+    used = {node.id for node in ast.walk(ast.parse(build.SAVE_TEST_PREDICTIONS)) if isinstance(node, ast.Name)}
+    assert used - defined - {"test_graphs", "test_batches"} == set(), "rename them in build.SAVE_TEST_PREDICTIONS"
