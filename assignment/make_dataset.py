@@ -1477,7 +1477,9 @@ numpy's OpenBLAS was held to one thread per worker, took 96 minutes wall (189 CP
 threads spun and slowed the other worker), the second the time above.
 `python make_dataset.py --check N` relaxes N committed entries of every structure type again and
 compares verdicts, space groups and energies with these files: run it on another machine, or with
-`ATEN_CPU_CAPABILITY=default`, to see whether this set is what the code makes there.
+`ATEN_CPU_CAPABILITY=default`, to see whether this set is what the code makes there. Under torch's plain
+kernels, `--check 20` (180 entries, 4 min 40 s) found every verdict and space group (at both tolerances)
+as committed, the largest energy difference 0.23 meV/atom.
 
 **Rewriting without relaxing**: `python make_dataset.py --from-committed` takes every entry that the
 cache lacks from the committed data set (its relaxed CIF, energy and step count, or its stored
