@@ -487,8 +487,9 @@ CASES: list[Case] = [
          """), full(q1a=0)),
     Case("q1b_unsorted", "wrong", "neighbours kept in pymatgen's order, not sorted by distance",
          replace("def neighbor_list", NEIGHBOURS, "nearest = mine[:max_num_nbr]"), full(q1b=0, q4b=0)),
-    Case("q1b_sorted_by_index", "wrong", "neighbours sorted by atom index instead of distance",
-         replace("def neighbor_list", "np.argsort(dists[mine]", "np.argsort(points[mine]"), full(q1b=0, q4b=0)),
+    Case("q1b_sorted_by_index", "wrong", "neighbours sorted by atom index instead of distance: the model still "
+         "learns something from the wrong neighbours (test MAE about 0.17, between 1.5 and 2 times the threshold)",
+         replace("def neighbor_list", "np.argsort(dists[mine]", "np.argsort(points[mine]"), full(q1b=0, q4b=3)),
     Case("q1b_pad_index_0", "wrong", "padding points to atom 0 (the original CGCNN) instead of the atom itself",
          replace("def neighbor_list", "nbr_idx = np.repeat(np.arange(n)[:, None], max_num_nbr, axis=1)",
                  "nbr_idx = np.zeros((n, max_num_nbr), dtype=int)"), full(q1b=0)),
@@ -509,8 +510,8 @@ CASES: list[Case] = [
              return nbr_idx, nbr_dist
          """), full(q1b=0, q4b=5)),
     Case("q1c_var_not_squared", "wrong", "divides by `var` where the Gaussian needs `var**2`: Gaussians 5 times "
-         "wider, the model trained on them misses twice the threshold by a hair (test MAE about 0.202)",
-         replace("def gaussian_expand", "/ var ** 2", "/ var"), full(q1c=0, q4b=0)),
+         "wider, so distances blur: test MAE about 0.107, between the threshold and 1.5 times it",
+         replace("def gaussian_expand", "/ var ** 2", "/ var"), full(q1c=0, q4b=5)),
     Case("q1c_centres_off_by_one", "wrong", "K = round((dmax - dmin) / step) centres, one too few",
          replace("def gaussian_expand", "np.arange(round((dmax - dmin) / step) + 1)",
                  "np.arange(round((dmax - dmin) / step))"), full(q1c=0, q4b=0), message="do not fit the CGCNN of the notebook"),
@@ -614,7 +615,7 @@ CASES: list[Case] = [
     Case("q4b_predicts_training_mean", "wrong", "a model that predicts the training mean for every crystal",
          insert(TRAINING, MEAN_MODEL), full(q4b=0)),
     Case("q4b_learning_rate_too_small", "wrong", "learning rate 3e-5, a hundred times too small: test "
-         "MAE about 0.11 eV/atom, between the threshold and 1.5 times it, so 5 of 7 points",
+         "MAE about 0.12 eV/atom, between the threshold and 1.5 times it, so 5 of 7 points",
          replace(TRAINING, "normalizer, data.targets, EPOCHS)", "normalizer, data.targets, EPOCHS, lr=3e-5)"),
          full(q4b=5)),
     Case("q4b_1000_epochs", "wrong", "EPOCHS = 1000: the training cell passes the CPU-time limit of a cell and "
@@ -735,8 +736,8 @@ CASES: list[Case] = [
          "abs before every check", edits(*WRONG_1C_2B_3, insert(IMPORTS, REPATCH_BEFORE_CHECKS)),
          full(q1c=0, q2b=0, q3=0, q4b=0), message=GATED),
     Case("adv_reads_hidden_tests", "adversarial", "gaussian_expand wrong (`/ var`) unless it finds q1c's "
-         "hidden test on disk (it finds none: as q1c_var_not_squared, 4b just over twice the threshold)",
-         body("def gaussian_expand", READS_HIDDEN_TEST), full(q1c=0, q4b=0), message=STEP_AWAY),
+         "hidden test on disk (it finds none: as q1c_var_not_squared, 4b between the threshold and 1.5 times it)",
+         body("def gaussian_expand", READS_HIDDEN_TEST), full(q1c=0, q4b=5), message=STEP_AWAY),
     Case("adv_peeks_at_expected", "adversarial", "gaussian_expand right for the public grid only, and "
          "returns any `want` it finds up the stack", body("def gaussian_expand", PEEKS_AT_EXPECTED), full(q1c=0),
          message="values differ for grid"),
@@ -821,8 +822,6 @@ CASES: list[Case] = [
 ]
 
 
-# The test MAE (eV/atom) each submission's training reaches, measured once (seed 0, one torch thread);
-# for the table only. The unmodified solution: 0.055. Not listed: the model is never trained.
 # The test MAE each case's grading measured (eV/atom), written by `python -m tests.submissions grade
 # --record` and checked against every run of tests/test_submissions.py.
 MEASURED_FILE = Path(__file__).with_name("catalogue_mae.json")
