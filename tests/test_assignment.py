@@ -100,6 +100,17 @@ def test_student_notebook_runs_before_any_answer(built, tmp_path):
     assert "Skipped until you have written" in skipped
 
 
+def test_an_executed_notebook_imports_its_own_support_module(tmp_path, monkeypatch):
+    """The build executes the solution beside the student copy of the data; a PYTHONPATH naming
+    assignment/ (whose cgcnn_utils reads the data set with its held-out crystals) must not win."""
+    (tmp_path / "cgcnn_utils.py").write_text("HERE = 'the notebook folder'\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import cgcnn_utils\nprint(cgcnn_utils.HERE)")])
+    nbformat.write(nb, tmp_path / NB)
+    monkeypatch.setenv("PYTHONPATH", str(ASSIGNMENT))
+    executed = build.execute(tmp_path / NB, timeout=120)
+    assert executed.cells[0].outputs[0]["text"].strip() == "the notebook folder"
+
+
 def _solution_lines():
     """Lines of code inside the master notebook's solution blocks (long enough to be distinctive)."""
     master = nbformat.read(ASSIGNMENT / NB, as_version=4)
