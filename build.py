@@ -77,6 +77,15 @@ STUDENT_ZIP = f"{NAME}-student.zip"
 # without CUDA. macOS and Windows wheels on PyPI are CPU-only already.
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_CPU_MACHINES = ("x86_64", "aarch64")  # the Linux machines that index has wheels for
+# The solution notebook is executed with torch's portable ATen kernels: torch picks its float32 kernels
+# by the CPU's instruction set (default, avx2, avx512), and sums rounded otherwise train a slightly
+# different model. With these, an AVX2 AMD EPYC and an AVX-512 Intel Xeon executed it to the same bytes
+# (README, "Reproducible releases"); native kernels differed in the 3rd decimal.
+PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}
+# What a CPU whose portable kernels still round otherwise (another architecture) may change in the
+# executed solution: within these, the committed solution is kept byte for byte.
+NUMBER_TOLERANCE = 0.004  # a printed decimal (eV/atom, accuracies): absolute difference
+FIGURE_RMS = 8.0  # a figure: root-mean-square pixel difference (0-255), matplotlib.testing's measure
 
 
 class BuildError(RuntimeError):
@@ -348,9 +357,10 @@ def with_seed(nb, seed: int):
 
 
 def execute(notebook: Path, timeout: int = 900) -> "nbformat.NotebookNode":
-    """Run a notebook top to bottom in its own directory, on one torch thread as graded (so that the
-    same commit gives the same outputs), without its export cell (which would grade the notebook as
-    saved and overwrite this run's outputs)."""
+    """Run a notebook top to bottom in its own directory, on one torch thread as graded and with
+    PORTABLE_KERNELS, so that the same commit gives the same outputs on every CPU kind measured (see
+    `keep_if_equivalent` for others), without its export cell (which would grade the notebook as saved
+    and overwrite this run's outputs)."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -358,7 +368,7 @@ def execute(notebook: Path, timeout: int = 900) -> "nbformat.NotebookNode":
     nb.cells = [c for c in nb.cells if "grader.export(" not in c.source]
     # Its own support module and data first: a PYTHONPATH naming assignment/ would otherwise give the
     # kernel that copy of cgcnn_utils, whose data directory holds the held-out crystals.
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(notebook.parent.resolve()))
+    env = dict(os.environ, **PORTABLE_KERNELS, PYTHONPATH=str(notebook.parent.resolve()))
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(notebook.parent)}})
     try:
@@ -588,6 +598,78 @@ def check_rubrics(nb) -> None:
                              f"= {sum(elements):g} points, its `# BEGIN QUESTION` config {points:g}: make them agree")
 
 
+_NUMBER = re.compile(r"-?\d+\.\d+(?:e[-+]?\d+)?")
+
+
+def _image(data: str):
+    import base64
+    import numpy as np
+    from PIL import Image
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")).astype(float)
+
+
+def output_difference(before, after) -> str | None:
+    """Why two outputs of one cell differ by more than a CPU kind explains (None: they do not): the
+    same kind and text with each decimal number within NUMBER_TOLERANCE, each figure of the same size
+    within FIGURE_RMS."""
+    from matplotlib.testing.compare import calculate_rms
+    if before.get("output_type") != after.get("output_type") or before.get("name") != after.get("name"):
+        return "another kind of output"
+    texts = [o.get("text", "") for o in (before, after)]
+    datas = [o.get("data", {}) for o in (before, after)]
+    if set(datas[0]) != set(datas[1]):
+        return "another kind of output"
+    for mime in datas[0]:
+        if mime == "image/png":
+            images = [_image(d[mime]) for d in datas]
+            if images[0].shape != images[1].shape:
+                return f"a figure of another size ({images[0].shape} against {images[1].shape})"
+            rms = calculate_rms(*images)
+            if rms > FIGURE_RMS:
+                return f"a figure that moved by RMS {rms:.1f} > {FIGURE_RMS}"
+        elif mime.startswith("text/"):
+            texts += ["".join(d[mime]) if isinstance(d[mime], list) else str(d[mime]) for d in datas]
+        elif datas[0][mime] != datas[1][mime]:
+            return f"another {mime}"
+    for old, new in zip(texts[0::2], texts[1::2]):
+        if _NUMBER.split(old) != _NUMBER.split(new):
+            return f"other text: {_one_line(old)[:80]!r} against {_one_line(new)[:80]!r}"
+        for a, b in zip(_NUMBER.findall(old), _NUMBER.findall(new)):
+            if abs(float(a) - float(b)) > NUMBER_TOLERANCE:
+                return f"{a} became {b} (more than {NUMBER_TOLERANCE})"
+    return None
+
+
+def keep_if_equivalent(committed: Path, executed) -> tuple[bool, str]:
+    """Whether the committed executed solution may stay byte for byte instead of `executed`: the same
+    cells (sources, kinds, order) whose outputs differ only as another CPU's rounding explains. torch
+    and MKL round float32 sums by the CPU's instruction set, so the same commit prints slightly other
+    numbers on another CPU kind; the release stays the one committed unless something really changed.
+    Returns (keep, what to tell the instructor)."""
+    import nbformat
+    try:
+        before = nbformat.read(committed, as_version=4)
+    except (OSError, ValueError):
+        return False, ""
+    if [(c.cell_type, c.source) for c in before.cells] != [(c.cell_type, c.source) for c in executed.cells]:
+        return False, ""  # the master changed: the new execution is the release
+    moved = 0
+    for old, new in zip(before.cells, executed.cells):
+        if old.cell_type != "code" or old.outputs == new.outputs:
+            continue
+        if len(old.outputs) != len(new.outputs):
+            return False, f"{in_master(new.source)} printed {len(new.outputs)} outputs, not {len(old.outputs)}"
+        for a, b in zip(old.outputs, new.outputs):
+            why = output_difference(a, b)
+            if why:
+                return False, f"{in_master(new.source)}: {why}"
+        moved += 1
+    if not moved:
+        return True, ""
+    return True, (f"the executed solution agrees with the committed one within a CPU kind's rounding ({moved} cells "
+                  f"moved by at most {NUMBER_TOLERANCE} per number and RMS {FIGURE_RMS:g} per figure): kept as committed")
+
+
 def _swap(new: Path, target: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
@@ -672,6 +754,16 @@ def build(term: str = "") -> None:
             raise BuildError(f"{err}\n  the grader's output: {_shown(kept / 'grader.log')}") from None
         score = sum(t.get("score", 0) for t in results["tests"])
         possible = sum(t.get("max_score", 0) for t in results["tests"])
+        points = question_points(nbformat.read(MASTER, as_version=4))
+        graded = scores(results)
+        if set(graded) != set(points) or not math.isclose(possible, sum(points.values()), abs_tol=1e-6):
+            # an autograder that could not grade (0/0, a part missing) is no autograder, whatever it wrote
+            kept = keep_failure("grading", [tmp / "grade" / "results.json", tmp / "grade" / "grader.log"])
+            missing = ", ".join(sorted(set(points) - set(graded))) or "none"
+            raise BuildError(f"grading the solution reported {possible:g} points possible for parts "
+                             f"{', '.join(graded) or 'none'}, not the master's {sum(points.values()):g} for "
+                             f"{', '.join(points)} (missing: {missing}):\n  {_one_line(results.get('output', ''))[:600]}"
+                             f"\n  the grading's results and log are kept in {_shown(kept)}/")
         if not math.isclose(score, possible, abs_tol=1e-6):
             from cgcnn_grading.execution import EXECUTED
             kept = keep_failure("grading", [tmp / "grade" / name for name in ("results.json", EXECUTED, "grader.log")]
@@ -691,9 +783,17 @@ def build(term: str = "") -> None:
         (out["solutions"] / "written_answers.md").write_text(written_answers(executed))
         out["autograder"].mkdir()
         shutil.copy(zip_path, out["autograder"] / ZIP_NAME)
+        committed = ROOT / "solutions" / f"{NAME}_solution.ipynb"
+        keep, note = keep_if_equivalent(committed, executed)
+        if keep:
+            shutil.copy(committed, out["solutions"] / committed.name)
+        elif note:
+            note = f"the executed solution differs from the committed one beyond a CPU kind's rounding: {note}"
         for name, path in out.items():
             _swap(path, ROOT / name)
         os.chmod(ROOT / "autograder", 0o700)  # the held-out labels are in the zip: root's alone
+    if note:
+        print(note)
     print(f"""
 wrote
   student/     {MASTER.name}, public tests, cgcnn_utils.py, data/ (no held-out crystals), requirements.txt,
@@ -726,10 +826,10 @@ def default_jobs() -> int:
     return max(1, min(len(cpus()), available // GRADING_MEMORY_MB))
 
 
-def side_by_side(items: list, work, workers: int, pin: bool = True) -> list:
+def side_by_side(items: list, work, workers: int, pin: bool = True, first_user: int = 1) -> list:
     """[work(item, user, prefix) for item in items], `workers` at a time, in the order of `items`.
-    Worker k (0, 1, ...) grades as the user cgcnn-student-(k+1), which no other worker uses (one
-    grading per user at a time), and with `pin` on one CPU (prefix `taskset -c`: the k-th of this
+    Worker k (0, 1, ...) grades as the user cgcnn-student-(k+first_user), which no other worker uses
+    (one grading per user at a time), and with `pin` on one CPU (prefix `taskset -c`: the k-th of this
     process's CPUs, modulo their number), so that gradings side by side neither share nor swap cores.
     `work` catches its own errors; on an interrupt the items not started are dropped."""
     if pin and not shutil.which("taskset"):
@@ -742,7 +842,8 @@ def side_by_side(items: list, work, workers: int, pin: bool = True) -> list:
     def run(item):
         k = slots.get()
         try:
-            return work(item, f"cgcnn-student-{k + 1}", ["taskset", "-c", str(mine[k % len(mine)])] if pin else [])
+            return work(item, f"cgcnn-student-{k + first_user}",
+                        ["taskset", "-c", str(mine[k % len(mine)])] if pin else [])
         finally:
             slots.put(k)
 
@@ -1488,8 +1589,40 @@ def term_option(args: list[str]) -> str:
     raise BuildError(f"unexpected arguments {' '.join(args)!r}: the build takes only `--term NAME`")
 
 
+# What each command does and costs (measured on this project's 2-core machine), for `--help`; the
+# commands with options of their own (grade, pdf, data) answer --help with their full usage as well.
+COMMANDS = {
+    "build": ("python build.py [--term NAME]", "the three releases (student/, solutions/, autograder/) from "
+              "assignment/: otter assign, the solution graded with the new zip, the solution executed; "
+              "--term NAME reseeds the hidden checks' inputs for a course term", "about 10 minutes"),
+    "install": ("python build.py install [--data] [pip options]", "what the project needs, torch's CPU build "
+                "first on Linux; --data adds CHGNet for `data`", "about 2 minutes"),
+    "calibrate": ("python build.py calibrate", "grades the solution with seeds 0 to 2 and the network without "
+                  "convolutions, fits the structure-blind baselines, writes 4b's thresholds to "
+                  "assignment/calibration.json", "about 30 minutes"),
+    "answers": ("python build.py answers", "executes the solution with the held-out crystals and prints every "
+                "figure Part 5's model answer quotes", "about 10 minutes"),
+    "grade": ("python build.py grade SUBMISSIONS [-o scores.csv] [-j N] [--results DIR]", "grades Gradescope's "
+              "export (or a folder of notebooks and zips) as Gradescope does, side by side; writes a CSV",
+              "about 1 CPU-minute per submission, one submission per CPU at a time"),
+    "pdf": ("python build.py pdf SUBMISSIONS... [-o DIR]", "the written questions' PDF of each submission, "
+            "offline", "a few seconds per submission"),
+    "data": ("python build.py data [options]", "regenerates the data set with CHGNet (needs `install --data`)",
+             "about 30 minutes from an empty cache, seconds from the cache"),
+}
+HELP_FLAGS = {"-h", "--help"}
+
+
+def command_help(command: str) -> str:
+    usage, what, cost = COMMANDS[command]
+    return f"usage: {usage}\n\n{what} ({cost})."
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv and not argv[0].startswith("-") else "build"
+    if command in ("build", "install", "calibrate", "answers") and HELP_FLAGS & set(argv):
+        print(command_help(command) + ("\n\n" + __doc__ if command == "build" else ""))
+        return 0  # nothing else runs: --help has no side effects
     try:
         if command == "build":
             build(term_option(argv[1:] if argv and argv[0] == "build" else argv))
@@ -1507,7 +1640,7 @@ def main(argv: list[str]) -> int:
             import make_dataset
             make_dataset.main(argv[1:])
         else:
-            print(__doc__)
+            print(f"unknown command {command!r}\n\n{__doc__}", file=sys.stderr)
             return 2
     except BuildError as err:
         print(f"build failed: {err}", file=sys.stderr)

@@ -111,6 +111,19 @@ def test_an_executed_notebook_imports_its_own_support_module(tmp_path, monkeypat
     assert executed.cells[0].outputs[0]["text"].strip() == "the notebook folder"
 
 
+@pytest.mark.parametrize("outside", ["avx2", "avx512"])
+def test_the_solution_is_executed_with_torchs_portable_kernels_whatever_the_environment_says(
+        tmp_path, monkeypatch, outside):
+    """The executed solution is the same bytes on every CPU kind measured only with torch's portable
+    kernels (build.PORTABLE_KERNELS): the build holds its kernel to them, whatever the shell set."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import torch\nprint(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())")])
+    nbformat.write(nb, tmp_path / NB)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", outside)
+    executed = build.execute(tmp_path / NB, timeout=120)
+    assert executed.cells[0].outputs[0]["text"].split() == ["DEFAULT", "1"]
+
+
 def _solution_lines():
     """Lines of code inside the master notebook's solution blocks (long enough to be distinctive)."""
     master = nbformat.read(ASSIGNMENT / NB, as_version=4)
@@ -196,3 +209,56 @@ def test_build_rejects_bad_input_and_keeps_releases(tmp_path, damage, message):
     assert done.returncode == 1
     assert message in done.stderr
     assert (work / "student" / "keep.txt").read_text() == "an earlier release"
+
+
+def _perturbed(change):
+    """The committed solution notebook with one change made by `change(nb)`."""
+    nb = nbformat.read(ROOT / "solutions" / "cgcnn_perovskites_solution.ipynb", as_version=4)
+    change(nb)
+    return nb
+
+
+def _printed(nb, needle: str):
+    """The stream output of the solution that prints `needle`."""
+    return next(o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                if o.get("output_type") == "stream" and needle in o.get("text", ""))
+
+
+def _figure(nb):
+    return next(o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                if "image/png" in o.get("data", {}))
+
+
+@pytest.mark.parametrize("change,keep,why", [
+    (lambda nb: None, True, ""),
+    # another CPU kind: Part 5's table in the 3rd decimal (as measured on an AVX-512 Xeon against an AVX2 EPYC)
+    (lambda nb: _printed(nb, "conv=gated").__setitem__("text", _printed(nb, "conv=gated")["text"].replace(
+        "conv=gated: 0.083", f"conv=gated: {0.083 + build.NUMBER_TOLERANCE / 2:.4f}")), True, "within a CPU kind"),
+    (lambda nb: _printed(nb, "conv=gated").__setitem__("text", _printed(nb, "conv=gated")["text"].replace(
+        "conv=gated: 0.083", "conv=gated: 0.093")), False, r"0\.083 became 0\.093"),
+    (lambda nb: _printed(nb, "conv=gated").__setitem__("text", _printed(nb, "conv=gated")["text"].replace(
+        "conv=gated", "conv=shared")), False, "other text"),
+    (lambda nb: _figure(nb)["data"].__setitem__("image/png", _printed_png(nb)), False, "figure"),
+    (lambda nb: nb.cells[-1].__setitem__("source", nb.cells[-1].source + "\n"), False, ""),
+])
+def test_a_fresh_build_keeps_the_committed_solution_only_within_a_cpu_kinds_rounding(change, keep, why):
+    """The build keeps the committed executed solution byte for byte when the fresh execution differs
+    from it only as another CPU's float32 rounding explains (numbers within build.NUMBER_TOLERANCE,
+    figures within build.FIGURE_RMS); a real change of an output or of the code replaces it."""
+    kept, note = build.keep_if_equivalent(ROOT / "solutions" / "cgcnn_perovskites_solution.ipynb",
+                                          _perturbed(change))
+    assert kept == keep, note
+    assert re.search(why, note), note
+
+
+def _printed_png(nb) -> str:
+    """Another figure of the same size: the first figure with a dark band across it."""
+    import base64
+    import io
+    import numpy as np
+    from PIL import Image
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(_figure(nb)["data"]["image/png"]))).convert("RGB")).copy()
+    image[image.shape[0] // 3: image.shape[0] // 2] = 0
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()

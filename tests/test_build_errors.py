@@ -186,3 +186,20 @@ def test_a_check_failing_on_the_solution_is_named_with_its_assertion_and_the_res
     assert build.scores(results)["q2a"] == 0
     executed = nbformat.read(kept / "notebook.ipynb", as_version=4)
     assert any(o.get("ename") == "AttributeError" for c in executed.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.parametrize("results,missing", [
+    ({"score": 0, "output": "SandboxError: the grading user could read /repo", "tests": []},  # 0/0
+     "q1a, q1b, q1c, q2a, q2b, q3, q4a, q4b"),
+    ({"score": 2, "tests": [{"name": "q1a", "score": 2, "max_score": 2}]},  # the other parts not reported
+     "q1b, q1c, q2a, q2b, q3, q4a, q4b"),
+])
+def test_an_autograder_that_cannot_grade_fails_the_build_and_replaces_nothing(tree, monkeypatch, results, missing):
+    """0/0 is not full marks: a grading that reports fewer parts or points than the master's fails the
+    build (as a grader that could not start did, counted as full marks), and no release is replaced."""
+    monkeypatch.setattr(build, "grade", lambda *args, **kwargs: results)
+    forbid(monkeypatch, "execute", "_swap")
+    message = failure_of(build.build)
+    assert message.startswith("grading the solution reported "), message
+    assert "not the master's 30 for q1a, q1b, q1c, q2a, q2b, q3, q4a, q4b" in message, message
+    assert f"(missing: {missing})" in message, message
