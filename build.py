@@ -1291,18 +1291,14 @@ DEBIAN_CHROMIUM = Path("/usr/lib/chromium/chromium-headless-shell")  # package c
 DEBIAN_MATHJAX = Path("/usr/share/javascript/mathjax/MathJax.js")  # package libjs-mathjax (MathJax 2)
 
 
-def pdf_tools() -> tuple[Path, str]:
-    """Debian's chromium and the URL of Debian's MathJax, with the configuration nbconvert loads from
-    its CDN (TeX input, HTML output, the Safe extension); BuildError naming the packages missing."""
-    from urllib.parse import urlsplit
-    from nbconvert import HTMLExporter
+def pdf_tools() -> tuple[Path, Path]:
+    """Debian's chromium and Debian's MathJax 2 folder; BuildError naming the packages missing."""
     missing = [f"{package} ({path})" for package, path in (("chromium-headless-shell", DEBIAN_CHROMIUM),
                                                             ("libjs-mathjax", DEBIAN_MATHJAX)) if not path.is_file()]
     if missing:
         raise BuildError(f"the PDF export prints with Debian's packages, not installed here: {', '.join(missing)}: "
                          "apt-get install chromium-headless-shell libjs-mathjax")
-    config = urlsplit(HTMLExporter.mathjax_url.default_value).query
-    return DEBIAN_CHROMIUM, f"{DEBIAN_MATHJAX.as_uri()}?{config}"
+    return DEBIAN_CHROMIUM, DEBIAN_MATHJAX.parent
 
 
 def submission_notebook(upload: Path) -> bytes:
@@ -1332,7 +1328,7 @@ def written_pdfs(sources: list[Path], out: Path) -> list[Path]:
     the students' cell makes it (cgcnn_utils.questions_pdf), offline; BuildError listing those that
     could not be made, after the others are written."""
     import cgcnn_utils
-    chromium, mathjax_url = pdf_tools()
+    chromium, mathjax = pdf_tools()
     out.mkdir(parents=True, exist_ok=True)
     written, failed = [], []
     with tempfile.TemporaryDirectory(prefix="cgcnn-pdf-") as tmp:
@@ -1352,8 +1348,7 @@ def written_pdfs(sources: list[Path], out: Path) -> list[Path]:
             notebook.parent.mkdir()
             try:
                 notebook.write_bytes(submission_notebook(upload))
-                written.append(cgcnn_utils.questions_pdf(notebook, out / f"{name}.pdf", mathjax_url, chromium,
-                                                         offline=True))
+                written.append(cgcnn_utils.questions_pdf(notebook, out / f"{name}.pdf", mathjax, chromium))
             except (BuildError, cgcnn_utils.PDFError) as err:
                 failed.append(f"{name} ({upload}): {err}")
     print(f"wrote {len(written)} PDFs in {out}")
