@@ -8,9 +8,10 @@
     python build.py answers      the figures Part 5's model answer quotes (the solution executed, with
                                  its polymorph energy differences on the held-out formulas too)
     python build.py data         regenerate the data set with CHGNet (needs requirements-data.txt)
-    python build.py pdf SUBMISSIONS... [-o DIR]
+    python build.py pdf SUBMISSIONS... [-o DIR] [--seconds N]
                                  the PDF of the written questions of each submission, offline
-                                 (Debian's chromium-headless-shell and libjs-mathjax)
+                                 (Debian's chromium-headless-shell and libjs-mathjax; chromium as
+                                 its own user inside bubblewrap), each within N s
     python build.py grade SUBMISSIONS [-o scores.csv] [-j N] [--results DIR]
                                  grade Gradescope's export (or a folder of .ipynb/.zip) side by side,
                                  as Gradescope does; a CSV to import (`python build.py grade -h`)
@@ -23,6 +24,7 @@ executes the solution notebook, and only then replaces the three release directo
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import csv
 import hashlib
@@ -33,6 +35,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import symtable
 import sys
@@ -1390,20 +1393,218 @@ def grade_command(argv: list[str]) -> None:
 # The instructors' export prints offline with Debian's browser and MathJax (apt-get install ...):
 DEBIAN_CHROMIUM = Path("/usr/lib/chromium/chromium-headless-shell")  # package chromium-headless-shell
 DEBIAN_MATHJAX = Path("/usr/share/javascript/mathjax/MathJax.js")  # package libjs-mathjax (MathJax 2)
+PDF_USER = "cgcnn-pdf"  # chromium's user when root prints the submissions: it owns nothing of the course's
+PDF_SECONDS = 120  # s for one submission's PDF, all of it (about 5 s measured); then it is abandoned, the batch goes on
 
 
-def pdf_tools() -> tuple[Path, str]:
-    """Debian's chromium and the URL of Debian's MathJax, with the configuration nbconvert loads from
-    its CDN (TeX input, HTML output, the Safe extension); BuildError naming the packages missing."""
-    from urllib.parse import urlsplit
-    from nbconvert import HTMLExporter
+def pdf_tools() -> tuple[Path, Path]:
+    """Debian's chromium and Debian's MathJax 2 folder; BuildError naming the packages missing."""
     missing = [f"{package} ({path})" for package, path in (("chromium-headless-shell", DEBIAN_CHROMIUM),
                                                             ("libjs-mathjax", DEBIAN_MATHJAX)) if not path.is_file()]
     if missing:
         raise BuildError(f"the PDF export prints with Debian's packages, not installed here: {', '.join(missing)}: "
                          "apt-get install chromium-headless-shell libjs-mathjax")
-    config = urlsplit(HTMLExporter.mathjax_url.default_value).query
-    return DEBIAN_CHROMIUM, f"{DEBIAN_MATHJAX.as_uri()}?{config}"
+    return DEBIAN_CHROMIUM, DEBIAN_MATHJAX.parent
+
+
+@dataclass
+class PDFBrowser:
+    """How chromium runs for the staff's PDFs: `launcher`, the executable playwright starts (a script
+    that starts chromium as `user` inside bubblewrap where it works), `sandbox` (chromium's own) and
+    `mode`, said at the start of the batch."""
+    launcher: Path
+    sandbox: bool
+    mode: str
+    uid: int | None  # the user's, whose processes are ended after each PDF; None: not switched (not root)
+
+
+def pdf_box(argv: list[str], uid: int | None, gid: int | None) -> list[str]:
+    """`argv` as `uid` (when given: root switches to it, no groups, no way back to privileges) inside
+    bubblewrap: its own namespaces (no network but a loopback of its own, its own processes, which all
+    end with it or with its parent), a tmpfs for /tmp and home, and read-only only what chromium needs:
+    /usr, the fonts' configuration, the linker's cache. No repository, no submission, no /root, no
+    /home: a script in the page that got past every other layer finds no file of the course's."""
+    box = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
+           "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
+           "--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib64", "lib32"):  # merged /usr: symlinks; otherwise folders of their own
+        top = Path("/") / name
+        if top.is_symlink():
+            box += ["--symlink", os.readlink(top), str(top)]
+        elif top.is_dir():
+            box += ["--ro-bind", str(top), str(top)]
+    box += ["--ro-bind-try", "/etc/fonts", "/etc/fonts", "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/tmp", "--", *argv]
+    return [*as_pdf_user(uid, gid), *box]
+
+
+def as_pdf_user(uid: int | None, gid: int | None) -> list[str]:
+    """The start of a command run as `uid` (none: as is): no groups, no way back to privileges."""
+    return [] if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs",
+                                   "--"]
+
+
+def pdf_browser(chromium: Path, folder: Path) -> PDFBrowser:
+    """Chromium for the staff's PDFs, made as safe as this machine allows, each layer tried before use:
+    as root, a user of its own (PDF_USER, created on first use); bubblewrap, where user namespaces
+    work (not in some containers, nor on Ubuntu 24.04 without an AppArmor profile for it); chromium's
+    own sandbox, which needs them too. Whatever is missing, the page's own layers hold (its policy, its
+    origin, the requests refused, the notebook cleaned: cgcnn_utils.questions_pdf)."""
+    import pwd
+    import shlex
+    uid = gid = None
+    who = "as the user running this"
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam(PDF_USER)
+        except KeyError:
+            done = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+                                   "/nonexistent", "--shell", "/usr/sbin/nologin", PDF_USER],
+                                  capture_output=True, text=True)
+            if done.returncode != 0 and "already exists" not in done.stderr:
+                raise BuildError(f"could not create the user {PDF_USER} that chromium runs as: {done.stderr.strip()}")
+            user = pwd.getpwnam(PDF_USER)
+        uid, gid, who = user.pw_uid, user.pw_gid, f"as {PDF_USER}"
+    # Inside the box: the user switched to, the repository out of sight; then user namespaces for chromium
+    me = os.geteuid() if uid is None else uid
+    probe = (f'test "$(id -u)" = {me} || {{ echo "bubblewrap ran as uid $(id -u), not {me}" >&2; exit 1; }}; '
+             f'! test -e {shlex.quote(str(ROOT))} || {{ echo "{ROOT} is visible inside bubblewrap" >&2; exit 1; }}')
+    userns = ["unshare", "--user", "--pid", "--net", "--fork", "true"]  # what chromium's own sandbox needs
+    boxed = shutil.which("bwrap") is not None
+    if boxed:
+        checked = subprocess.run(pdf_box(["sh", "-c", probe], uid, gid), capture_output=True, text=True, timeout=60)
+        boxed, why = checked.returncode == 0, (checked.stderr.strip().splitlines() or ["?"])[-1]
+    else:
+        why = "bubblewrap is not installed: apt-get install bubblewrap"
+    if boxed:
+        run = f'exec {shlex.join(pdf_box([str(chromium)], uid, gid))} "$@"\n'
+        sandbox = subprocess.run(pdf_box(userns, uid, gid), capture_output=True, timeout=60).returncode == 0
+        mode = f"chromium runs {who} in bubblewrap (no network, no file of the course's)"
+        start = ""
+    else:
+        # chromium as the user, straight: the folder playwright made for its profile (root's) given to it
+        run = (f'exec {shlex.join(as_pdf_user(uid, gid))} env "HOME=${{profile:-/tmp}}" {shlex.quote(str(chromium))} '
+               '"$@"\n')
+        sandbox = subprocess.run([*as_pdf_user(uid, gid), *userns], capture_output=True, timeout=60).returncode == 0
+        mode = f"chromium runs {who} WITHOUT bubblewrap ({why})"
+        start = ('for arg; do case "$arg" in --user-data-dir=*) profile="${arg#--user-data-dir=}"; '
+                 + (f'chown -R {uid}:{gid} "$profile";; ' if uid is not None else ";; ") + "esac; done\n")
+    mode += (", its own sandbox on" if sandbox else ", its own sandbox off (no user namespaces)") + (
+        "" if boxed else "; the page's policy and refused requests still hold")
+    launcher = folder / "chromium"
+    launcher.write_text("#!/bin/sh\n# chromium for one PDF of the written questions (build.py pdf_browser)\n"
+                        + start + run)
+    launcher.chmod(0o700)
+    return PDFBrowser(launcher, sandbox, mode, uid)
+
+
+# The PDFs are made in a process of the batch's, which the batch ends at a PDF's time limit (nbconvert
+# and bleach cannot be interrupted, and a page can keep chromium busy) and starts again for the next:
+# it imports nbconvert and otter once (3 s), not once per PDF. It answers each job with one line.
+_PDF_WORKER = """import json, sys
+import cgcnn_utils
+mathjax, chromium, sandbox = sys.argv[1:]
+for line in sys.stdin:
+    notebook, dest, seconds = json.loads(line)
+    try:
+        cgcnn_utils.questions_pdf(notebook, dest, mathjax, chromium, sandbox == "on", seconds)
+        problem = None
+    except cgcnn_utils.PDFError as err:
+        problem = str(err)
+    except Exception as err:  # a bug met on one notebook: said, and the batch goes on
+        problem = f"{type(err).__name__}: {err}"
+    print("PDF " + json.dumps(problem), flush=True)
+"""
+
+
+class PDFWorker:
+    """The process that makes the PDFs one after the other (_PDF_WORKER), each within its time limit."""
+
+    def __init__(self, mathjax: Path, browser: PDFBrowser, log: Path):
+        self.mathjax, self.browser, self.log = mathjax, browser, log
+        self.child: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import cgcnn_utils
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(cgcnn_utils.__file__).parent),
+                                                            os.environ.get("PYTHONPATH", "")])}
+        with open(self.log, "a") as log:
+            self.child = subprocess.Popen(
+                [sys.executable, "-c", _PDF_WORKER, str(self.mathjax), str(self.browser.launcher),
+                 "on" if self.browser.sandbox else "off"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda out, q: [q.put(line) for line in out] + [q.put(None)],
+                         args=(self.child.stdout, self.lines), daemon=True).start()
+
+    def make(self, notebook: Path, dest: Path, seconds: float) -> str | None:
+        """The PDF of `notebook` at `dest` within `seconds`; None, or why there is none."""
+        if self.child is not None and self.child.poll() is not None:
+            self.stop()  # died after its last answer
+        if self.child is None:
+            self.start()
+        deadline = time.monotonic() + seconds
+        problem = None
+        try:
+            self.child.stdin.write(json.dumps([str(notebook), str(dest), seconds]) + "\n")
+            self.child.stdin.flush()
+            while True:
+                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+                if line is None:  # the process died: its last words
+                    self.stop()
+                    said = self.log.read_text(errors="replace").strip().splitlines()
+                    problem = f"the PDF's process died ({said[-1] if said else 'without a word'})"
+                    break
+                if line.startswith("PDF "):
+                    problem = json.loads(line[4:])
+                    if problem is None and not dest.is_file():
+                        problem = "the PDF's process wrote no PDF"
+                    break
+        except (queue.Empty, BrokenPipeError):
+            self.stop()
+            problem = f"no PDF after {seconds:g} s (the time limit of one PDF: python build.py pdf --seconds N)"
+        if self.browser.uid is not None:
+            _end_processes(self.browser.uid)  # without bubblewrap, chromium's own processes
+        if problem:
+            dest.unlink(missing_ok=True)
+        return problem
+
+    def stop(self) -> None:
+        """End the process and all it started: python and playwright's driver by their process group,
+        chromium with them (bubblewrap's --die-with-parent; without it, the pipe to the driver closes)."""
+        if self.child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.child.pid, signal.SIGKILL)
+            self.child.wait()
+            self.child = None
+        if self.browser.uid is not None:
+            _end_processes(self.browser.uid)
+
+
+def _end_processes(uid: int) -> None:
+    """End every process of `uid` (the PDF's user: nothing else runs as it); zombies are ended already."""
+    for _ in range(50):
+        found = _processes_of(uid)
+        if not found:
+            return
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def _processes_of(uid: int) -> list[int]:
+    """The live processes of `uid` (not zombies)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and proc.stat().st_uid == uid:
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(int(proc.name))
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+    return found
 
 
 def submission_notebook(upload: Path) -> bytes:
@@ -1427,13 +1628,13 @@ def submission_notebook(upload: Path) -> bytes:
     return upload.read_bytes()
 
 
-def written_pdfs(sources: list[Path], out: Path) -> list[Path]:
+def written_pdfs(sources: list[Path], out: Path, seconds: float = PDF_SECONDS) -> list[Path]:
     """The PDF of the written questions of every submission in `sources` (notebooks, zips of the
     export cell, folders of them or Gradescope's Export Submissions) in `out`, one per submission, as
-    the students' cell makes it (cgcnn_utils.questions_pdf), offline; BuildError listing those that
-    could not be made, after the others are written."""
-    import cgcnn_utils
-    chromium, mathjax_url = pdf_tools()
+    the students' cell makes it (cgcnn_utils.questions_pdf), offline, chromium as safe as this
+    machine allows (pdf_browser), each PDF within `seconds`; BuildError listing those that could not
+    be made, and why, after the others are written."""
+    chromium, mathjax = pdf_tools()
     out.mkdir(parents=True, exist_ok=True)
     written, failed = [], []
     with tempfile.TemporaryDirectory(prefix="cgcnn-pdf-") as tmp:
@@ -1445,22 +1646,50 @@ def written_pdfs(sources: list[Path], out: Path) -> list[Path]:
                 subs, _ = find_submissions(source, Path(tmp) / f"unpack{n}")
                 failed += [f"{s.key}: {s.problem}" for s in subs if s.path is None]
                 uploads += [(s.folder, s.path) for s in subs if s.path is not None]
+        browser = pdf_browser(chromium, Path(tmp))
+        print(f"{browser.mode}; {seconds:g} s per PDF at most", flush=True)
+        worker = PDFWorker(mathjax, browser, Path(tmp) / "worker.log")
         names = [name for name, _ in uploads]
-        for n, (name, upload) in enumerate(uploads):
-            name = name if names.count(name) == 1 else f"{name}-{n + 1}"  # two uploads of the same name
-            print(f"[{n + 1}/{len(uploads)}] {name} ...", flush=True)
-            notebook = Path(tmp) / f"nb{n}" / NB_NAME
-            notebook.parent.mkdir()
+        with _pdf_lock() if browser.uid is not None else contextlib.nullcontext():
             try:
-                notebook.write_bytes(submission_notebook(upload))
-                written.append(cgcnn_utils.questions_pdf(notebook, out / f"{name}.pdf", mathjax_url, chromium,
-                                                         offline=True))
-            except (BuildError, cgcnn_utils.PDFError) as err:
-                failed.append(f"{name} ({upload}): {err}")
+                for n, (name, upload) in enumerate(uploads):
+                    name = name if names.count(name) == 1 else f"{name}-{n + 1}"  # two uploads of the same name
+                    start = time.perf_counter()
+                    print(f"[{n + 1}/{len(uploads)}] {name} ...", end=" ", flush=True)
+                    notebook = Path(tmp) / f"nb{n}" / NB_NAME
+                    notebook.parent.mkdir()
+                    try:
+                        notebook.write_bytes(submission_notebook(upload))
+                        problem = worker.make(notebook, out / f"{name}.pdf", seconds)
+                    except BuildError as err:
+                        problem = str(err)
+                    print(f"{'no PDF' if problem else 'done'} ({time.perf_counter() - start:.1f} s)", flush=True)
+                    if problem:
+                        failed.append(f"{name} ({upload}): {problem}")
+                    else:
+                        written.append(out / f"{name}.pdf")
+            finally:
+                worker.stop()
     print(f"wrote {len(written)} PDFs in {out}")
     if failed:
         raise BuildError(f"{len(failed)} PDFs not made:\n  " + "\n  ".join(failed))
     return written
+
+
+@contextlib.contextmanager
+def _pdf_lock():
+    """One batch of PDFs at a time on this machine: each ends every process of the PDF's user, which
+    would end another batch's browser. A lock in a folder of root's, which the user cannot take."""
+    import fcntl
+    folder = Path("/run/cgcnn-pdf")
+    folder.mkdir(mode=0o700, exist_ok=True)
+    with open(folder / "batch.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("waiting for another `python build.py pdf` on this machine to finish ...", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _holds_notebook(path: Path) -> bool:
@@ -1483,8 +1712,13 @@ def pdf_command(argv: list[str]) -> None:
                         "cell, folders of them, or Gradescope's Export Submissions (its folder or zip)")
     parser.add_argument("-o", "--output", type=Path, default=Path("written-pdfs"),
                         help="the folder for the PDFs (default: written-pdfs)")
+    parser.add_argument("--seconds", type=float, default=PDF_SECONDS,
+                        help="the time limit of one PDF, after which the batch goes on without it "
+                        f"(default: {PDF_SECONDS})")
     args = parser.parse_args(argv)
-    written_pdfs(args.submissions, args.output)
+    if args.seconds <= 0:
+        parser.error(f"--seconds must be positive, not {args.seconds:g}")
+    written_pdfs(args.submissions, args.output, args.seconds)
 
 
 # Installing what the project needs ------------------------------------------------------------------

@@ -987,6 +987,22 @@ show it (each case above is graded through Gradescope's entry point by tests/tes
   own CGCNN and the trained parameters, and only when 2b, 3 and 4a show that network to be the
   notebook's (`adv_lookup_table*`: a table of labels sent with or instead of the model changes
   nothing; `q2b_*`, `q3_*`, `q4a_*`: 4b not scored when the network is not the notebook's).
+- *The written questions' PDF* (`python build.py pdf` prints every submission as root): the
+  notebook is rebuilt from what the PDF shows, output metadata reduced to an image's width and
+  height as numbers (a `width` of `1 onerror=...` ran a script), each output cut at 100,000
+  characters and the whole at 4 million, the PDF saying where; Markdown and HTML keep text, tables
+  and inline `data:` images (`cgcnn_utils._printable`, `_clean_html`). The page is served from memory
+  at an `http:` origin (no `file:` URL loads from it) under a Content-Security-Policy (scripts only
+  MathJax's files, no inline script or handler, images only `data:`, no frames, objects or
+  connections), every other request refused. Chromium runs as `cgcnn-pdf`, inside bubblewrap (no
+  network, no file of the course's: only `/usr`, the fonts' configuration and a private `/tmp`),
+  its own sandbox on; each PDF has a time limit, after which the batch goes on and names it
+  (`build.pdf_browser`, `PDFWorker`). Where bubblewrap or user namespaces are refused, the batch says
+  which layer is off and the others hold (tests/test_pdf_hostile.py: the onerror width framing the
+  hidden checks and calibration.json through /proc/self/cwd, Markdown and HTML images of local files,
+  a 20 MB output: neither the text nor the image of the secrets planted outside the submission in
+  the PDF, the honest content kept, within the limit; the policy holding with the cleaning undone, the box holding no file of the course's, the
+  page holding without bubblewrap).
 
 **Not resisted:**
 

@@ -204,14 +204,20 @@ def test_the_page_keeps_the_answers_text_and_drops_what_could_reach_local_files(
         "application/javascript": "alert('javascript')", "text/plain": "script"})]
     nb.cells.insert(nb.cells.index(answer) + 1, added)
     nbformat.write(nb, tmp_path / NB)
-    html = cgcnn_utils.questions_html(tmp_path / NB, "file:///usr/share/javascript/mathjax/MathJax.js")
-    # tags dropped (a script's text may stay, as text); the output's javascript dropped whole
+    html = cgcnn_utils.questions_html(tmp_path / NB, cgcnn_utils.LOCAL_MATHJAX)
+    # tags dropped (a script's text may stay, as text); the output's javascript dropped whole; the
+    # image's local source replaced by a note; no inline script of the template's either
     for gone in ("<iframe", "file:///etc", "<script>alert", "alert('javascript')", "Part 1: Encoding",
-                 "def atom_features"):
+                 "def atom_features", "text/x-mathjax-config", "cdnjs", "<img"):
         assert gone not in html, gone
     for kept in ("<h3", "<p>The gated one wins.</p>", "<em>kept</em>", "<td>conv=gated</td>", "<strong>Question 5",
-                 "<strong>Question 6", 'src="file:///usr/share/javascript/mathjax/MathJax.js"'):
+                 "<strong>Question 6", "[image not printed: only images inside the notebook are]",
+                 f'<script src="{cgcnn_utils.MATHJAX_CONFIG_URL}"></script>',
+                 f'<script src="{cgcnn_utils.LOCAL_MATHJAX}MathJax.js?config=TeX-AMS_CHTML-full,Safe"></script>',
+                 f'<meta content="{cgcnn_utils.page_policy(cgcnn_utils.LOCAL_MATHJAX)}" '
+                 'http-equiv="Content-Security-Policy"/>'):
         assert kept in html, kept
+    assert len(re.findall("<script", html)) == 2, "the page's only scripts: MathJax's configuration and MathJax"
 
 
 def test_the_students_pdf_cell_says_what_to_do_without_a_browser(tmp_path, monkeypatch, capsys):
