@@ -359,7 +359,7 @@ def with_seed(nb, seed: int):
     return nb
 
 
-def execute(notebook: Path, timeout: int = 900) -> "nbformat.NotebookNode":
+def execute(notebook: Path, timeout: int = 1800) -> "nbformat.NotebookNode":
     """Run a notebook top to bottom in its own directory, on one torch thread as graded and with
     PORTABLE_KERNELS, so that the same commit gives the same outputs on every CPU kind measured (see
     `keep_if_equivalent` for others), without its export cell (which would grade the notebook as saved
