@@ -40,6 +40,14 @@ class Limits:
     check_seconds: float = 60  # wall-clock time of one part's check (the solution's: under 2 s)
     total_seconds: float = 480  # wall-clock time of all cells and checks together
     threads: int = 1  # torch threads in the kernel: Gradescope's half CPU, and deterministic sums
+    # Memory of the kernel and everything it starts (its cgroup; /tmp counts): below Gradescope's 768 MB
+    # container so that the grader, which needs about 150 MB beside it, survives a kernel that runs out.
+    # The solution's kernel peaks at about 430 MB (memory_peak_mb in results' extra_data.sandbox).
+    memory_mb: int = 600
+    # Where no cgroup can be made: each process's address space (RLIMIT_AS; torch maps about 600 MB of it
+    # on import, the solution's kernel about 1.3 GB). The size of any one file the kernel writes (RLIMIT_FSIZE).
+    address_space_mb: int = 4096
+    file_mb: int = 1024
 
 
 @dataclass(frozen=True)
