@@ -986,7 +986,8 @@ show it (each case above is graded through Gradescope's entry point by tests/tes
   not, counts against the cell that ran), and at the end the group is frozen, killed and removed.
   In every mode the kernel speaks over Unix sockets in a folder of its own user's (mode 700), never
   TCP (whose output any local user could subscribe to), is what the out-of-memory killer takes first
-  (oom_score_adj 1000: the grader writes results.json), and writes no file over 1 GB (RLIMIT_FSIZE).
+  (oom_score_adj 1000, the grader -500: the grader writes results.json), and writes no file over 1 GB
+  (RLIMIT_FSIZE).
   results.json's `extra_data.sandbox` (staff only) says which mode ran: `box`, `partial` or
   `fallback` (test_sandbox: a thread whose leader called pthread_exit is charged to its cell, stopped
   at its CPU limit and ended; a kernel reaches no other grading's sockets; a kernel out of memory is
