@@ -330,7 +330,6 @@ def test_results_are_written_when_the_kernel_exhausts_its_memory_in_a_768_MB_con
     upload = S.write_upload(case, tmp_path / case.name)
     with GradingCgroup(GRADESCOPE_MB) as container:
         results = build.grade(build.AUTOGRADER_ZIP, upload, prefix=container.prefix(), timeout=S.GRADESCOPE_TIMEOUT)
-        assert container.oom_kills() >= 1  # the kernel's, counted in the container's hierarchy too
     assert build.scores(results) == case.expected, results["output"]
     assert "kernel died" in results["output"], results["output"]
     boxed = results["extra_data"]["sandbox"]
