@@ -402,12 +402,6 @@ def normalise(nb):
     return nb
 
 
-def protect_repository() -> None:
-    """Local grading runs submissions as the grading user on this machine: the repository (solutions,
-    hidden checks, held-out labels, git history) must be closed to other users."""
-    close_to_others(ROOT, "submissions are graded as another user")
-
-
 def close_to_others(path: Path, why: str) -> None:
     """chmod o-rwx `path`: no other user (a grading user) can enter it or read it."""
     mode = path.stat().st_mode
@@ -426,8 +420,8 @@ def grade(zip_path: Path, submission: Path, out: Path | None = None, prefix: lis
     each (cgcnn-student-N); one user grades one at a time. `private`: more paths the submission must
     not be able to read (other students' uploads). With `out`, what the entry point wrote in results/
     (results.json, the notebook as executed) and what it printed (grader.log, also when it wrote no
-    results) are kept there."""
-    protect_repository()
+    results) are kept there. The repository is left as found: the kernel's box does not hold it (where
+    namespaces work; elsewhere the grader refuses to run while the grading user could read it)."""
     with tempfile.TemporaryDirectory(prefix="cgcnn-grade-") as tmp:
         root = Path(tmp)
         with zipfile.ZipFile(zip_path) as z:

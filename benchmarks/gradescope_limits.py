@@ -16,8 +16,9 @@ The memory limits are a cgroup-v1 memory controller (memory.limit_in_bytes and, 
 same memsw limit), created inside this process's own memory cgroup; "0.5 CPU" is a cpu cgroup with a
 CFS quota of 50 ms per 100 ms, both cores visible, which is how a container gets half a CPU (torch
 then starts one thread per visible core). For each run it prints the wall time, the CPU time (user +
-system of every process of the run, from getrusage(RUSAGE_CHILDREN) before and after it: the wall
-time on an idle core, whatever else runs here) and its ratio to the first run of this process, the
+system of every process of the run: its cpuacct cgroup's usage, which holds the grader's kernel box
+too, or without cgroups getrusage(RUSAGE_CHILDREN) before and after it: the wall time on an idle
+core, whatever else runs here) and its ratio to the first run of this process, the
 cgroup's peak (memory.max_usage_in_bytes: anonymous memory plus the page cache charged to
 the run, what the kernel compares with the limit), the peak summed PSS and RSS over the run's processes
 (sampled from /proc/<pid>/smaps_rollup every 200 ms), the OOM kills and the score; then a recommended
@@ -114,6 +115,10 @@ class GradingCgroup:
         name = f"cgcnn-gradescope-{os.getpid()}-{next(_names)}"
         self.path = own_cgroup("memory") / name
         self.cpu_path = own_cgroup("cpu") / name if cpu_share else None
+        # CPU time of every task of the run, those in the grader's own nested cgroups (the kernel's box)
+        # and those no one waited for included: getrusage(RUSAGE_CHILDREN) misses both
+        acct = own_cgroup("cpuacct")
+        self.acct_path = acct / name if (acct / "cpuacct.usage").is_file() else None
 
     def __enter__(self) -> "GradingCgroup":
         self.path.mkdir()
@@ -122,6 +127,8 @@ class GradingCgroup:
             memsw = self.path / "memory.memsw.limit_in_bytes"  # memory + swap: no swapping around the limit
             if memsw.exists():
                 memsw.write_text(str(self.limit_mb * MB))
+        if self.acct_path:
+            self.acct_path.mkdir()
         if self.cpu_path:
             self.cpu_path.mkdir()
             (self.cpu_path / "cpu.cfs_period_us").write_text("100000")
@@ -130,14 +137,24 @@ class GradingCgroup:
 
     def prefix(self) -> list[str]:
         """A command prefix that moves the command into these cgroups, then runs it."""
-        procs = [p / "cgroup.procs" for p in (self.path, self.cpu_path) if p]
+        procs = [p / "cgroup.procs" for p in (self.path, self.cpu_path, self.acct_path) if p]
         return ["sh", "-c", " && ".join(f"echo $$ > {shlex.quote(str(p))}" for p in procs) + ' && exec "$@"', "sh"]
 
     def pids(self) -> list[int]:
+        """The run's processes, those the grader moved into cgroups of its own (the kernel's) included."""
+        pids = []
+        for procs in self.path.rglob("cgroup.procs"):
+            try:
+                pids += [int(p) for p in procs.read_text().split()]
+            except OSError:
+                pass
+        return pids
+
+    def cpu_seconds(self) -> float | None:
         try:
-            return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+            return int((self.acct_path / "cpuacct.usage").read_text()) / 1e9 if self.acct_path else None
         except OSError:
-            return []
+            return None
 
     def peak_mb(self) -> float:
         return int((self.path / "memory.max_usage_in_bytes").read_text()) / MB
@@ -153,7 +170,7 @@ class GradingCgroup:
             if not self.pids():
                 break
             time.sleep(0.1)
-        for path in (self.path, self.cpu_path):
+        for path in (self.path, self.cpu_path, self.acct_path):
             try:
                 if path:
                     path.rmdir()
@@ -168,7 +185,7 @@ class Measurement:
     limit_mb: int | None = None
     results: dict | None = None
     wall: float = 0.0
-    cpu_seconds: float = 0.0  # user + system of the run's processes (getrusage): wall time on an idle core
+    cpu_seconds: float = 0.0  # user + system of the run's processes (cpuacct, or getrusage): wall time on an idle core
     cgroup_peak_mb: float | None = None  # None: no cgroup
     oom_kills: int | None = None
     peak_pss_mb: float = 0.0
@@ -198,8 +215,10 @@ def measure(submission: Path, root: Path, label: str = "", cpus: str | None = No
     when cgroups can be made here, in a memory cgroup limited to `limit_mb` (None: unlimited, which
     still measures the cgroup's peak) and a CPU quota of `cpu_share` CPUs, with OMP_NUM_THREADS set
     to `threads` (None: the grader's choice, cgcnn_utils.cpu_budget). Without the cgroups a limited
-    run is not made (see `error`). `cpu_seconds` is the getrusage(RUSAGE_CHILDREN) difference around
-    the run: other children of this process that end meanwhile would count too (grade one at a time)."""
+    run is not made (see `error`). `cpu_seconds` is the run's cpuacct cgroup's usage (every task of
+    the run, the kernel's box included), or without that cgroup the getrusage(RUSAGE_CHILDREN)
+    difference around the run: other children of this process that end meanwhile would count too
+    (grade one at a time), and a kernel that its box ended without a wait would not."""
     m = Measurement(label or f"cpus={cpus} limit={limit_mb}", limit_mb)
     prefix = ["taskset", "-c", cpus] if cpus is not None else []
     if cpus is not None and not shutil.which("taskset"):
@@ -214,7 +233,7 @@ def measure(submission: Path, root: Path, label: str = "", cpus: str | None = No
     m.caches_dropped = drop_caches()
     if not m.caches_dropped:
         m.notes.append("page cache not dropped (needs root): libraries already cached are not charged")
-    start, cpu_start = time.perf_counter(), children_cpu_seconds()
+    start, cpu_start, cgroup_cpu = time.perf_counter(), children_cpu_seconds(), None
     try:
         if reason:
             m.notes.append(reason)
@@ -226,10 +245,12 @@ def measure(submission: Path, root: Path, label: str = "", cpus: str | None = No
                 try:
                     m.results = build.grade(zip_path, submission, prefix=cg.prefix() + prefix, timeout=timeout)
                 finally:
-                    m.cgroup_peak_mb, m.oom_kills = cg.peak_mb(), cg.oom_kills()
+                    m.cgroup_peak_mb, m.oom_kills, cgroup_cpu = cg.peak_mb(), cg.oom_kills(), cg.cpu_seconds()
     except (AssertionError, build.BuildError, subprocess.TimeoutExpired) as err:  # no results.json, or too slow
         m.error = str(err)[-2000:]
     m.wall, m.cpu_seconds = time.perf_counter() - start, children_cpu_seconds() - cpu_start
+    if cgroup_cpu is not None:
+        m.cpu_seconds = cgroup_cpu
     m.peak_pss_mb, m.peak_anon_mb, m.peak_rss_mb = peak.pss, peak.anon, peak.rss
     return m
 

@@ -1002,10 +1002,47 @@ show it (each case above is graded through Gradescope's entry point by tests/tes
 
 - *The grading user* (`cgcnn_grading/sandbox.py`): the kernel runs as `cgcnn-student` (or
   `cgcnn-student-N` for gradings side by side, one grading per user at a time), no groups,
-  `no_new_privs`, at most 256 processes; the autograder's folder, the upload and the results folder
-  are root's alone, checked as that user before the notebook runs (test_sandbox: uid and
-  permissions, a readable secret stops grading; `adv_reads_labels`, `adv_overwrites_labels`,
-  `adv_reads_memory_*`: nothing of root's is readable, /proc/<pid>/mem of root's processes included).
+  `no_new_privs`, at most 256 processes (RLIMIT_NPROC); the autograder's folder, the upload and the
+  results folder are root's alone, checked as that user, inside its box, before the notebook runs
+  (test_sandbox: uid and permissions, a readable secret stops grading; `adv_reads_labels`,
+  `adv_overwrites_labels`, `adv_reads_memory_*`: nothing of root's is readable, /proc/<pid>/mem of
+  root's processes included).
+- *One sealed box per grading* (`sandbox.Box`), kept by the operating system rather than the
+  grader's code. Where namespaces work (a course's own machine, as root: `build.py grade`), bubblewrap
+  gives the kernel its own PID namespace (every process and thread ends with the box), network
+  namespace (loopback only: another grading's kernel cannot be found or reached), IPC and UTS
+  namespaces, and a mount namespace holding only the system and Python read-only, the kernel module,
+  its work directory and socket folder, its own /proc and a private /tmp: the repository, the
+  autograder's folder and the results do not exist in it, so the repository's permissions are left as
+  found and a virtual environment anywhere works, `.venv` inside the repository included. Where cgroups
+  can be made (v1 here, v2 where mounted with the memory and pids controllers delegated), the box has
+  its own cgroup: 600 MB of memory (`Limits.memory_mb`; Gradescope's container has 768 MB, and the
+  grader needs its share), a pids limit, CPU time from the cgroup's accounting (every thread, ended or
+  not, counts against the cell that ran), and at the end the group is frozen, killed and removed.
+  In every mode the kernel speaks over Unix sockets in a folder of its own user's (mode 700), never
+  TCP (whose output any local user could subscribe to), is what the out-of-memory killer takes first
+  (oom_score_adj 1000, the grader -500: the grader writes results.json), and writes no file over 1 GB
+  (RLIMIT_FSIZE).
+  results.json's `extra_data.sandbox` (staff only) says which mode ran: `box`, `partial` or
+  `fallback` (test_sandbox: a thread whose leader called pthread_exit is charged to its cell, stopped
+  at its CPU limit and ended; a kernel reaches no other grading's sockets; a kernel out of memory is
+  ended and grading goes on; a virtual environment inside a closed repository grades).
+- *Without namespaces or cgroups* (Gradescope's container may refuse both; `CGCNN_SANDBOX=fallback`
+  imitates it): the grading user, RLIMIT_NPROC, RLIMIT_AS (4 GB per process) and RLIMIT_FSIZE, the
+  0700 socket folder, processes found and killed by uid through /proc (a leader that exited with live
+  threads included, and its threads' CPU time charged), and the out-of-memory order still hold; the
+  machine's loopback and /tmp are shared and files readable by other users are readable by the kernel,
+  so the grader refuses to run while the grading user could read the autograder, the upload, the
+  results or (locally) the repository. Gradescope runs one grading per container, which is what keeps
+  gradings apart there.
+- *Measured on this machine* (bubblewrap 0.8, cgroup v1, as root; test_sandbox in both modes): in a
+  box, a thread left running by a child whose leader called pthread_exit is charged to its cell,
+  stops it at its CPU limit and is ended; a kernel allocating past its limit is killed in its cgroup
+  and the next check says so; another grading's socket folder and this machine's loopback are out of
+  reach; a closed repository's `.venv` runs the kernel while the repository's files do not exist for
+  it. In the fallback the same thread is charged and ended (found through /proc/PID/task), the
+  allocation fails with MemoryError under RLIMIT_AS and the kernel lives on, another grading's
+  socket folder is refused, but a TCP port on this machine's loopback is reachable.
 - *Results*: written only by the entry point, after every process of the user has been ended; a file
   found at the start is deleted, never read (`adv_forges_results_*`: forged files and the grader's
   processes signalled; `adv_detached_forger_*`: a detached process, ended and reported).

@@ -35,9 +35,17 @@ def kernel(tmp_path):
         shutil.copy(build.ASSIGNMENT / "cgcnn_kernel.py", kernel_dir)
 
         def run(sources, probes=(), limits=Limits(cell_cpu_seconds=3, cell_wall_seconds=5, check_seconds=5,
-                                                   total_seconds=60)):
+                                                   total_seconds=60), inspect=None):
+            """The cells run in a fresh box; `inspect(box)` is called before the box is removed."""
             nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
-            return execution.run(nb, work, kernel_dir, user, list(probes), limits)
+            sockets = scratch / "sockets"
+            shutil.rmtree(sockets, ignore_errors=True)
+            sockets = sandbox.work_directory(user, scratch, "sockets")
+            with sandbox.Box(user, work, kernel_dir, sockets, limits) as box:
+                outcome = execution.run(nb, box, list(probes), limits)
+                if inspect:
+                    inspect(box)
+            return outcome
 
         yield run, user, tmp_path
         shutil.rmtree(scratch, ignore_errors=True)
@@ -58,7 +66,8 @@ def test_the_kernel_runs_as_the_grading_user_and_cannot_read_roots_files(kernel)
                    f"open({str(secret / 'labels.csv')!r}).read()"])
     text = outputs(outcome)
     assert f"uid {user.pw_uid} []" in text and user.pw_uid != 0
-    assert "Permission denied" in text
+    # in a box the folder is not even there; without namespaces, its permissions keep it closed
+    assert ("No such file or directory" if sandbox.namespaces_refused() is None else "Permission denied") in text
     sandbox.cannot_read(user, [secret, secret / "labels.csv"])  # raises if the user could
 
 
@@ -150,3 +159,178 @@ def test_the_solution_scores_full_marks_and_a_table_of_labels_changes_nothing(tm
         S.full(q4b=0)))
     assert build.scores(cheat) == S.full(q4b=0)
     assert S.UNTRAINED in cheat["tests"][-1]["output"], "the untrained model's own MAE is what counts"
+
+
+# The sealed box (issue 24) ------------------------------------------------------------------------
+
+BOXED = sandbox.namespaces_refused() is None  # bwrap's namespaces work here (else: the fallback)
+
+PTHREAD_EXIT = """import ctypes, os, threading, time
+def burn():
+    while True:
+        pass
+pid = os.fork()
+if pid == 0:  # a child whose main thread exits while another burns CPU: its leader shows state Z
+    threading.Thread(target=burn).start()
+    ctypes.CDLL(None).pthread_exit(None)
+time.sleep(600)"""
+
+
+def test_a_thread_whose_leader_exited_is_charged_to_its_cell_and_ended_with_the_box(kernel):
+    run, user, _ = kernel
+    seen = {}
+    outcome = run([PTHREAD_EXIT, "print('state', open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[0])"],
+                  limits=Limits(cell_cpu_seconds=3, cell_wall_seconds=300, check_seconds=60, total_seconds=600),
+                  inspect=lambda box: seen.update(left=box.cgroup.pids() if box.cgroup else []))
+    # the cell itself only sleeps: the 3 s of CPU are its orphan thread's, and they stop the cell
+    assert outcome.stopped == ["the cell starting 'import ctypes, os, threading, time' was stopped after 3 s of "
+                               "CPU time (time limit)"], outcome.stopped
+    assert "state Z" in outputs(outcome), "the child's leader should have exited, leaving its thread"
+    assert outcome.cpu_seconds >= 3
+    assert seen["left"] == [] and sandbox.processes(user.pw_uid) == []
+    tasks = [t for p in os.listdir("/proc") if p.isdigit() for t in _tasks(p) if _uid(t) == user.pw_uid
+             and _task_state(t) not in ("Z", None)]  # a zombie has ended: it waits to be reaped by init
+    assert tasks == [], f"threads of the grading user left: {tasks}"
+
+
+def _tasks(pid: str) -> list[str]:
+    try:
+        return [f"/proc/{pid}/task/{t}" for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+def _task_state(path: str) -> str | None:
+    try:
+        return Path(f"{path}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def _uid(path: str) -> int | None:
+    try:
+        return os.stat(path).st_uid
+    except OSError:
+        return None
+
+
+def test_a_kernel_reaches_neither_the_graders_nor_another_gradings_sockets(kernel, tmp_path):
+    """Kernels speak over Unix sockets in a folder of their user's (no TCP port to find and subscribe
+    to); in a box, TCP on this machine's loopback is not even reachable."""
+    import socket
+    run, user, _ = kernel
+    other = tmp_path / "other-grading"  # another grading's socket folder: its own user's, mode 700
+    other.mkdir(mode=0o700)
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(str(other / "kernel-ipc-1"))
+    unix.listen()
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    try:
+        outcome = run([
+            "import json, os, socket\n"
+            "from ipykernel.connect import get_connection_info\n"
+            "listening = [l.split()[1] for l in open('/proc/net/tcp').read().splitlines()[1:]\n"
+            "             if l.split()[3] == '0A' and int(l.split()[7]) == os.getuid()]\n"
+            "print('transport', json.loads(get_connection_info())['transport'], 'listening', len(listening))",
+            f"socket.socket(socket.AF_UNIX).connect({str(other / 'kernel-ipc-1')!r})",
+            f"socket.create_connection(('127.0.0.1', {tcp.getsockname()[1]}), timeout=5); print('tcp connected')"],
+            limits=Limits(cell_cpu_seconds=30, cell_wall_seconds=60, check_seconds=60, total_seconds=300))
+    finally:
+        unix.close()
+        tcp.close()
+    text = outputs(outcome)
+    # Jupyter's five channels are Unix sockets; what may listen on TCP is ipykernel's pipe for output of
+    # forked children, which only receives, and only messages signed with a 16-byte secret
+    assert re.search(r"transport ipc listening [01]\b", text), \
+        f"the kernel listens on TCP (its output is readable by any local user): {text} {outcome.events}"
+    assert re.search(r"Permission denied|No such file", text), text
+    if BOXED:
+        assert "tcp connected" not in text and "Connection refused" in text, text
+    else:  # what the fallback does not stop: this machine's loopback is shared
+        assert "tcp connected" in text, text
+
+
+def test_a_kernel_that_exhausts_its_memory_is_ended_and_grading_goes_on(kernel):
+    run, _, _ = kernel
+    seen = {}
+    limits = Limits(cell_cpu_seconds=60, cell_wall_seconds=120, check_seconds=60, total_seconds=300, memory_mb=300,
+                    address_space_mb=1536)
+    outcome = run(["def f(x):\n    return 2 * x", "x = []\nwhile True:\n    x.append(b'.' * 10_000_000)",
+                   'grader.check("q")'],
+                  [execution.Probe("q", [{"id": "a", "op": "call", "function": "f", "args": [3]}], 'grader.check("q")')],
+                  limits, inspect=lambda box: seen.update(box.describe()))
+    if seen["cgroup"].startswith("none"):
+        # the fallback: RLIMIT_AS makes the allocation fail inside the kernel (often too short of memory to
+        # print its MemoryError), which lives on: the check after it is answered
+        assert outcome.answers == {"q": {"a": 6}} and not outcome.events, outcome.events
+    else:  # the cgroup's limit: the kernel is killed, the grader reports it and scores what it has
+        assert seen["oom_kills"] >= 1 and seen["memory_peak_mb"] <= 300.5, seen
+        assert any("kernel died while running the cell starting 'x = []'" in e for e in outcome.events), outcome.events
+        assert "q" not in outcome.answers and "kernel died" in outcome.missing["q"]
+
+
+VENV_GRADING = """
+import os, shutil, sys, tempfile
+from pathlib import Path
+import nbformat
+from cgcnn_grading import execution, sandbox
+from cgcnn_grading.settings import Limits
+repository = Path(sys.argv[1])
+with sandbox.grading_user() as user:
+    scratch = Path(tempfile.mkdtemp(prefix="cgcnn-test-"))
+    os.chmod(scratch, 0o711)
+    work = sandbox.work_directory(user, scratch)
+    kernel_dir = scratch / "kernel"
+    kernel_dir.mkdir(mode=0o755)
+    shutil.copy(sys.argv[2], kernel_dir)
+    limits = Limits(cell_cpu_seconds=30, cell_wall_seconds=60, check_seconds=60, total_seconds=120)
+    with sandbox.Box(user, work, kernel_dir, sandbox.work_directory(user, scratch, "sockets"), limits) as box:
+        sandbox.cannot_read(box, [repository, repository / "solutions.txt"])
+        cells = ["import sys; print('prefix', sys.prefix)", f"open({str(repository / 'solutions.txt')!r}).read()"]
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+        outcome = execution.run(nb, box, [], limits)
+    print([str(o.get("text", "")) + str(o.get("evalue", "")) for c in outcome.notebook.cells for o in c.outputs])
+    shutil.rmtree(scratch)
+"""
+
+
+@pytest.mark.skipif(not BOXED, reason="without a mount namespace the repository must be closed to other users, "
+                                      "and a virtual environment inside it is then unreachable")
+def test_a_virtual_environment_inside_the_repository_grades_and_the_repository_is_left_as_found(tmp_path):
+    import subprocess
+    import sys
+    repository = tmp_path / "course"
+    repository.mkdir()
+    (repository / "solutions.txt").write_text("the answers\n")
+    os.chmod(repository / "solutions.txt", 0o644)  # readable by anyone: the box, not permissions, keeps it
+    os.chmod(repository, 0o750)  # as the old grader left it: closed to other users
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
+                    str(repository / ".venv")], check=True)
+    before = {p: os.stat(p).st_mode for p in (repository, repository / "solutions.txt", repository / ".venv")}
+    done = subprocess.run([str(repository / ".venv" / "bin" / "python"), "-c", VENV_GRADING, str(repository),
+                           str(build.ASSIGNMENT / "cgcnn_kernel.py")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(build.ASSIGNMENT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"prefix {repository / '.venv'}" in done.stdout, done.stdout  # the kernel ran the venv's Python
+    assert "No such file or directory" in done.stdout and "the answers" not in done.stdout, done.stdout
+    assert {p: os.stat(p).st_mode for p in before} == before
+
+
+@pytest.mark.grading
+def test_results_are_written_when_the_kernel_exhausts_its_memory_in_a_768_MB_container(tmp_path):
+    """Gradescope's default container (768 MB, the grader inside it too): a notebook that allocates until
+    it is killed after part 1 keeps part 1's points, the rest say why, and results.json is written."""
+    from benchmarks.gradescope_limits import GRADESCOPE_MB, GradingCgroup, cgroup_unavailable
+    if cgroup_unavailable():
+        pytest.skip(cgroup_unavailable())
+    case = S.Case("exhausts_memory", "malformed", "", S.insert('grader.check("q1c")',
+                  "hoard = []\nwhile True:\n    hoard.append(b'.' * 10_000_000)"), S.zero(q1a=2, q1b=4, q1c=2))
+    upload = S.write_upload(case, tmp_path / case.name)
+    with GradingCgroup(GRADESCOPE_MB) as container:
+        results = build.grade(build.AUTOGRADER_ZIP, upload, prefix=container.prefix(), timeout=S.GRADESCOPE_TIMEOUT)
+    assert build.scores(results) == case.expected, results["output"]
+    assert "kernel died" in results["output"], results["output"]
+    boxed = results["extra_data"]["sandbox"]
+    assert boxed["mode"] == "fallback" or boxed["oom_kills"] >= 1, boxed

@@ -1,13 +1,15 @@
 """Running the submission's notebook in its sandbox: cell by cell, with the time limits kept from
 outside the kernel, and the grader's probes run where the notebook checks each part.
 
-The kernel runs as the grading user (see `sandbox`); this process only sends it cells and reads
-what comes back on the Jupyter protocol, which is JSON. The probe of a part runs in place of the
-part's released check cell (`grader.check("q1a")`, recognised by its exact text), so a part is
-judged on what the notebook had defined when it checked it; a probe whose check cell is missing or
-was edited runs after the last cell. A watchdog thread measures each cell's CPU time (all processes
-of the grading user) and wall time; a cell past its limit is interrupted, and if it does not stop,
-every process of the user is ended. Time limits are reported by name, never as the student's error.
+The kernel runs as the grading user in its box (see `sandbox`); this process only sends it cells and
+reads what comes back on the Jupyter protocol, which is JSON, over Unix sockets in the box's socket
+folder (TCP could not cross the box's network namespace, and any local user could subscribe to a
+TCP kernel's output). The probe of a part runs in place of the part's released check cell
+(`grader.check("q1a")`, recognised by its exact text), so a part is judged on what the notebook had
+defined when it checked it; a probe whose check cell is missing or was edited runs after the last
+cell. A watchdog thread measures each cell's CPU time (the box's cgroup: every process and thread of
+it, ended or not) and wall time; a cell past its limit is interrupted, and if it does not stop, every
+process of the box is ended. Time limits are reported by name, never as the student's error.
 A probe that reads the trained model (4b's) is not asked when a cell since the previous probe was
 stopped: its answer would be a training cut off wherever the limit fell; the reason says which cell
 and the time budget.
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import signal
 import sys
 import threading
@@ -87,17 +88,18 @@ class Outcome:
 
 
 class SandboxedKernelManager(AsyncKernelManager):
-    """A kernel started as the grading user, reading a connection file it is allowed to read."""
+    """A kernel started in the box as the grading user, reading a connection file it is allowed to read."""
 
-    user = AnyTrait()
+    box = AnyTrait()
 
     def format_kernel_cmd(self, extra_arguments=None):
-        return sandbox.as_user(self.user, super().format_kernel_cmd(extra_arguments))
+        return self.box.command(super().format_kernel_cmd(extra_arguments))
 
     def write_connection_file(self, **kwargs):
         super().write_connection_file(**kwargs)
         # the kernel's key: its own user's alone, so that another grading's kernel cannot connect
-        os.chown(self.connection_file, self.user.pw_uid, self.user.pw_gid)
+        user = self.box.user
+        os.chown(self.connection_file, user.pw_uid, user.pw_gid)
         os.chmod(self.connection_file, 0o600)
 
 
@@ -113,12 +115,12 @@ class CappedClient(NotebookClient):
 
 
 class Watchdog(threading.Thread):
-    """Stops the running cell at its CPU or wall-clock limit: SIGINT first, then every process of the
-    grading user."""
+    """Stops the running cell at its CPU or wall-clock limit: SIGINT to the kernel first (its pid as
+    seen from here, not bwrap's), then every process of the box."""
 
-    def __init__(self, uid: int, kernel_pid: int):
+    def __init__(self, box: sandbox.Box, kernel_pid: int):
         super().__init__(daemon=True)
-        self.uid, self.kernel_pid = uid, kernel_pid
+        self.box, self.kernel_pid = box, kernel_pid
         self.lock = threading.Lock()
         self.cell: dict | None = None
         self.done = threading.Event()
@@ -126,7 +128,7 @@ class Watchdog(threading.Thread):
     def arm(self, label: str, cpu: float | None, wall: float, why: str) -> None:
         with self.lock:
             self.cell = {"label": label, "cpu": cpu, "wall": wall, "why": why, "start": time.monotonic(),
-                         "cpu0": sandbox.cpu_seconds(self.uid), "fired": None, "stop": None}
+                         "cpu0": self.box.cpu_seconds(), "fired": None, "stop": None}
 
     def disarm(self) -> str | None:
         with self.lock:
@@ -141,7 +143,7 @@ class Watchdog(threading.Thread):
                     continue
                 wall = time.monotonic() - cell["start"]
                 if cell["fired"] is None:
-                    cpu = sandbox.cpu_seconds(self.uid) - cell["cpu0"]
+                    cpu = self.box.cpu_seconds() - cell["cpu0"]
                     if cell["cpu"] is not None and cpu > cell["cpu"]:
                         cell["stop"] = f"{cell['label']} was stopped after {cell['cpu']:.0f} s of CPU time (time limit)"
                     elif wall > cell["wall"]:
@@ -152,7 +154,7 @@ class Watchdog(threading.Thread):
                 elif wall - cell["fired"] > GRACE_SECONDS:
                     cell["stop"] += "; it did not stop when interrupted, so the kernel was ended"
                     cell["fired"] = float("inf")
-                    sandbox.end_all(self.uid)
+                    self.box.end()
 
     def _signal(self, signum: int) -> None:
         try:
@@ -166,10 +168,12 @@ def first_line(source: str) -> str:
     return line.strip()[:60]
 
 
-def run(nb: nbformat.NotebookNode, work: Path, kernel_dir: Path, user: pwd.struct_passwd,
-        probes: list[Probe], limits: Limits, skip: set[str] = frozenset()) -> Outcome:
-    """Execute `nb` in `work` as `user`, asking each probe in its place; cells whose source is in
-    `skip` (the released export cell) and cells tagged otter_ignore do not run."""
+def run(nb: nbformat.NotebookNode, box: sandbox.Box, probes: list[Probe], limits: Limits,
+        skip: set[str] = frozenset()) -> Outcome:
+    """Execute `nb` in `box` (in its work directory, as its user), asking each probe in its place;
+    cells whose source is in `skip` (the released export cell) and cells tagged otter_ignore do not
+    run."""
+    work, kernel_dir = box.work, box.kernel_dir
     outcome = Outcome()
     anchors = {p.after: p for p in probes if p.after}
     plan: list[tuple[str, object]] = [("setup", SETUP)]
@@ -189,8 +193,8 @@ def run(nb: nbformat.NotebookNode, work: Path, kernel_dir: Path, user: pwd.struc
     for planned, index in origin.items():  # the notebook as executed names each cell's place in the submission
         cells[planned].metadata[SUBMITTED_CELL] = index
     executed = nbformat.v4.new_notebook(cells=cells, metadata=nb.metadata)
-    km = SandboxedKernelManager(kernel_name="python3", user=user,
-                                connection_file=str(kernel_dir / "kernel.json"))
+    km = SandboxedKernelManager(kernel_name="python3", box=box, transport="ipc",
+                                connection_file=str(box.sockets / "kernel.json"))
     client = CappedClient(executed, km=km, allow_errors=True, interrupt_on_timeout=True,
                           timeout=limits.total_seconds + 2 * GRACE_SECONDS, startup_timeout=120,
                           resources={"metadata": {"path": str(work)}})
@@ -203,8 +207,8 @@ def run(nb: nbformat.NotebookNode, work: Path, kernel_dir: Path, user: pwd.struc
     window: list[str] = []  # the time limits hit since the last probe: by the cells it would read
     try:
         with client.setup_kernel(cwd=str(work), env=env):
-            kernel_pid = km.provisioner.process.pid
-            watchdog = Watchdog(user.pw_uid, kernel_pid)
+            kernel_pid = box.kernel_pid(km.provisioner.process.pid)
+            watchdog = Watchdog(box, kernel_pid)
             watchdog.start()
             try:
                 for index, ((kind, item), cell) in enumerate(zip(plan, cells)):
@@ -255,10 +259,10 @@ def run(nb: nbformat.NotebookNode, work: Path, kernel_dir: Path, user: pwd.struc
                         _elide_answers(cell)
             finally:
                 watchdog.done.set()
-                outcome.cpu_seconds = sandbox.cpu_seconds(user.pw_uid)
+                outcome.cpu_seconds = box.cpu_seconds()
     finally:
         # the kernel itself (nbclient leaves a kernel it did not start running) and whatever it left
-        left = sandbox.end_all(user.pw_uid) - {kernel_pid}
+        left = box.end() - {kernel_pid}
         _reap(km)
     if left:
         outcome.events.append(f"Ended {len(left)} process(es) that the notebook had left running (the grader "

@@ -5,8 +5,9 @@ grade` and the build's own check of the solution all come here.
 The autograder's folder holds what the submission must never reach: `grading.json` (settings),
 `heldout.json` (the held-out crystals and their labels), this package (the checks and references),
 and otter's files/ (the support module and data shipped to the kernel). Before the kernel starts,
-that folder, the results folder and the upload are made root's alone, and the grading user is shown
-(by trying, as that user) unable to read any of them.
+that folder, the results folder and the upload are made root's alone, the kernel's box holds none
+of them (where namespaces work), and the grading user is shown (by trying, as that user inside its
+box) unable to read any of them.
 """
 
 from __future__ import annotations
@@ -123,15 +124,21 @@ def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_n
             kernel_dir = scratch / "kernel"
             kernel_dir.mkdir(mode=0o755)
             shutil.copy(Path(__file__).resolve().parents[1] / KERNEL_MODULE, kernel_dir / KERNEL_MODULE)
-            sandbox.cannot_read(user, [source, source / HELDOUT, upload, *secret])
-            outcome = execution.run(notebook, work, kernel_dir, user, probes(settings, checks),
-                                    settings.limits, skip=set(settings.skip_cells))
+            sockets = sandbox.work_directory(user, scratch, "sockets")
+            with sandbox.Box(user, work, kernel_dir, sockets, settings.limits) as box:
+                print(f"grading sandbox: {box.mode} ({box.describe()})", file=sys.stderr)
+                sandbox.cannot_read(box, [source, source / HELDOUT, upload, *secret])
+                outcome = execution.run(notebook, box, probes(settings, checks), settings.limits,
+                                        skip=set(settings.skip_cells))
+                boxed = box.describe()
         finally:
             sandbox.end_all(user.pw_uid)
             shutil.rmtree(scratch, ignore_errors=True)
     results = scoring.score(settings, checks, outcome.answers, outcome.missing, heldout, outcome.events)
     # the time-limit stops, for the course's own tools (build.py grade's status): not parsed from the text
     results.setdefault("extra_data", {})["stopped"] = list(outcome.stopped)
+    # staff-only (Gradescope never shows extra_data to students): which sandbox ran, its memory peak
+    results["extra_data"]["sandbox"] = boxed
     return Report(results, outcome.notebook, outcome.events, outcome.stopped, outcome.cpu_seconds)
 
 
