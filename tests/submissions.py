@@ -383,7 +383,8 @@ RETRAIN_AFTER_CHECK = """
     cgcnn_utils.fit(model, train_epoch, train_batches, val_batches, normalizer, data.targets, 15, progress=False)
 """
 # Issue 24: answers the grader must read as data, or refuse, without decoding objects or allocating
-# what a header declares; each replaces every answer the probe sends (cgcnn_kernel.encode).
+# what a header declares; each replaces every answer the probe sends (cgcnn_kernel.answer: a stub's
+# exception is an answer too).
 STRUCTURE_ANSWER = """
     # every answer a crystal as pymatgen's dict, whose site property names a module and a class: monty's
     # decoder (behind Structure.from_dict, which the grader once ran as root) imports and builds those
@@ -391,7 +392,7 @@ STRUCTURE_ANSWER = """
     from pymatgen.core import Lattice, Structure
     _crystal = Structure(Lattice.cubic(3.9), ["Sr"], [[0, 0, 0]],
                          site_properties={"magmom": [{"@module": "this", "@class": "s", "@version": None}]})
-    cgcnn_kernel.encode = lambda value: {"__structure__": _crystal.as_dict()}
+    cgcnn_kernel.answer = lambda namespace, requests: {r["id"]: {"__structure__": _crystal.as_dict()} for r in requests}
 """
 HUGE_ARRAY_HEADER = """
     # every answer an array whose .npy header declares 64 GiB (2**33 float64) over 16 bytes of data
@@ -400,7 +401,7 @@ HUGE_ARRAY_HEADER = """
     _buffer = io.BytesIO()
     np.lib.format.write_array_header_1_0(_buffer, {"descr": "<f8", "fortran_order": False, "shape": (2**33,)})
     _huge = {"__ndarray__": base64.b64encode(_buffer.getvalue() + bytes(16)).decode()}
-    cgcnn_kernel.encode = lambda value: _huge
+    cgcnn_kernel.answer = lambda namespace, requests: {r["id"]: _huge for r in requests}
 """
 DEEP_MESSAGE = """
     # every answer, and so the message that carries it, 5,000 lists deep: the kernel packs (and signs)
@@ -409,7 +410,7 @@ DEEP_MESSAGE = """
     _session = get_ipython().kernel.session
     _pack = _session.pack
     _session.pack = lambda obj: _pack(obj).replace(b'"DEEP"', b"[" * 5000 + b"]" * 5000)
-    cgcnn_kernel.encode = lambda value: "DEEP"
+    cgcnn_kernel.answer = lambda namespace, requests: {r["id"]: "DEEP" for r in requests}
 """
 STUB_Q1A = "atom_features is not written yet"  # what q1a says of the released stub
 UNTRAINED = "test_mae_within_twice_the_threshold: failed"  # what 4b says of an untrained model
