@@ -44,6 +44,7 @@ import textwrap
 import threading
 import time
 import tokenize
+import unicodedata
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -480,7 +481,9 @@ def _keep_log(out: Path | None, stdout, stderr, end: str) -> None:
         return
     text = [s.decode(errors="replace") if isinstance(s, bytes) else s or "" for s in (stdout, stderr)]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "grader.log").write_text(f"--- stdout\n{text[0]}\n--- stderr\n{text[1]}\n--- {end}\n")
+    log = out / "grader.log"
+    log.write_text(f"--- stdout\n{text[0]}\n--- stderr\n{text[1]}\n--- {end}\n")
+    os.chmod(log, 0o600)  # the grader's own errors, for the course staff
 
 
 def scores(results: dict) -> dict[str, float]:
@@ -950,16 +953,50 @@ def find_submissions(source: Path, unpack: Path) -> tuple[list[Submission], Path
         if export is None:
             raise BuildError(f"{source} holds no {METADATA}, so it is not Gradescope's export: to grade one "
                              "student's zip, put it in a folder and grade the folder")
-        return _gradescope_submissions(export), unpack
+        return _results_folders(_gradescope_submissions(export)), unpack
     export = _export_root(source)
     if export is not None:
-        return _gradescope_submissions(export), source
+        return _results_folders(_gradescope_submissions(export)), source
     files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix in (".ipynb", ".zip"))
     if not files:
         raise BuildError(f"no submissions in {source}: expected Gradescope's export ({METADATA} and a "
                          "submission_N folder per submission) or .ipynb / .zip files")
     stems = [p.stem for p in files]
-    return [Submission(p.name, p, p.stem if stems.count(p.stem) == 1 else p.name, name=p.stem) for p in files], source
+    return _results_folders([Submission(p.name, p, p.stem if stems.count(p.stem) == 1 else p.name, name=p.stem)
+                             for p in files]), source
+
+
+def results_folder(name: str, taken: set[str]) -> str:
+    """The folder of an upload's results, from its name: anything but letters, digits, '.', '_' and '-'
+    replaced by '_' (no path separator, no control character), no leading dot (never '.', '..' nor a
+    hidden folder: an upload named `...ipynb` has the stem '..'), at most 100 characters, and unique
+    among `taken` (to which it is added)."""
+    folder = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:100] or "submission"
+    base, k = folder, 2
+    while folder in taken:
+        folder, k = f"{base}-{k}", k + 1
+    taken.add(folder)
+    return folder
+
+
+def _results_folders(subs: list[Submission]) -> list[Submission]:
+    taken: set[str] = set()
+    for sub in subs:
+        if sub.folder:
+            sub.folder = results_folder(sub.folder, taken)
+    return subs
+
+
+# OWASP's rule for CSV injection: a cell that starts with one of these is a formula to a spreadsheet
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(value) -> str:
+    """A text cell of the course CSV as plain text: control and format characters (terminal escapes,
+    right-to-left overrides) as '?', and a leading single quote where a spreadsheet would read a
+    formula (`=HYPERLINK(...)`, `@SUM(1+1)`, `-2+3`)."""
+    text = "".join("?" if unicodedata.category(ch) in ("Cc", "Cf") and ch not in "\t\r" else ch for ch in str(value))
+    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 def autograder_points(zip_path: Path) -> dict[str, float]:
@@ -981,11 +1018,13 @@ def outcome(results: dict, parts: list[str]) -> dict:
     (graded, time limit, error) and the reason."""
     got = scores(results)
     error = next((t for t in results.get("tests", []) if t.get("name") == "Autograder Error"), None)
+    extra = results.get("extra_data") or {}
+    # the grader's own failures, which students never see: the CSV is the course staff's
+    staff = f" [grader: {_one_line('; '.join(map(str, extra['grader_errors'])))[:500]}]" if extra.get("grader_errors") else ""
     if error is not None or not any(p in got for p in parts):  # nothing graded: the grader says why
         return {"total": 0.0, "status": "error",
-                "reason": _one_line(str((error or results).get("output") or "no results").split("\n\n")[0])}
+                "reason": _one_line(str((error or results).get("output") or "no results").split("\n\n")[0]) + staff}
     row = {p: float(got.get(p, 0.0)) for p in parts}
-    extra = results.get("extra_data") or {}
     stopped = extra.get("stopped")
     if stopped is None:  # results of an autograder zip built before extra_data["stopped"] existed
         stopped = [l.removeprefix("Time limit: ").removesuffix(".") for l in str(results.get("output", "")).splitlines()
@@ -993,8 +1032,11 @@ def outcome(results: dict, parts: list[str]) -> dict:
     events = [l for l in str(results.get("output") or "").splitlines() if l.strip()]
     row.update(total=sum(row[p] for p in parts), test_mae=extra.get("test_mae"),
                status="time limit" if stopped else "graded",
-               reason=_one_line("; ".join(stopped) if stopped else " ".join(events)))
+               reason=_one_line("; ".join(stopped) if stopped else " ".join(events)) + staff)
     return row
+
+
+TEXT_COLUMNS = ("submission", "name", "email", "sid", "status", "reason", "results")
 
 
 def grade_folder(source: Path, csv_path: Path, jobs: int | None = None, results_root: Path | None = None,
@@ -1032,7 +1074,11 @@ def grade_folder(source: Path, csv_path: Path, jobs: int | None = None, results_
         def work(sub: Submission, user: str, prefix: list[str]) -> dict:
             row, began = {"submission": sub.key, "name": sub.name, "email": sub.email, "sid": sub.sid}, time.monotonic()
             out = results_root / sub.folder if sub.folder else None
-            if sub.problem:
+            if out is not None and out.resolve().parent != results_root.resolve():  # results_folder makes none such
+                row.update(total=0.0, status="error", reason=f"its results folder {sub.folder!r} is not inside "
+                                                             f"{results_root}: rename the upload")
+                out = None
+            elif sub.problem:
                 row.update(total=0.0, status="error", reason=sub.problem)
             else:
                 try:
@@ -1049,16 +1095,17 @@ def grade_folder(source: Path, csv_path: Path, jobs: int | None = None, results_
             row["results"] = os.path.relpath(kept, csv_path.parent) if kept else ""
             with lock:
                 done[0] += 1
-                print(f"[{done[0]}/{len(subs)}] {sub.key}: {row['status']}, {row['total']:g}/{possible:g} "
+                print(f"[{done[0]}/{len(subs)}] {spreadsheet_text(sub.key)}: {row['status']}, {row['total']:g}/{possible:g} "
                       f"({time.monotonic() - began:.0f} s){': ' + row['reason'][:200] if row['status'] != 'graded' else ''}",
                       flush=True)
             return row
 
         rows = side_by_side(subs, work, workers)
     hours = (time.monotonic() - start) / 3600
-    for row in rows:
+    for row in rows:  # numbers as numbers; every text cell as text (names, ids, file names and reasons come from uploads)
         row.update({p: f"{row[p]:g}" for p in parts if p in row}, total=f"{row['total']:g}", possible=f"{possible:g}",
                    test_mae="" if row.get("test_mae") is None else f"{row['test_mae']:.4f}")
+        row.update({k: spreadsheet_text(row.get(k, "")) for k in TEXT_COLUMNS})
     columns = ["submission", "name", "email", "sid", *parts, "total", "possible", "test_mae", "status", "reason", "results"]
     tmp = csv_path.with_name(f".{csv_path.name}.tmp")
     _write_rows(tmp, rows, columns)

@@ -5,8 +5,9 @@ The grader (package `cgcnn_grading`, in another process and under another user) 
 and at each part's check it runs one cell of its own, `cgcnn_kernel.probe('<requests as JSON>')`.
 This module answers every request with what the submission's code returned (or the exception it
 raised) and sends the answers back as one `display_data` output of type `MIME`: JSON, with arrays
-as `.npy` bytes. The grader loads those with `numpy.load(allow_pickle=False)`: nothing that crosses
-from the kernel to the grader is code. Expected values, comparisons and points are computed in the
+as `.npy` bytes. The grader reads those as data only (`cgcnn_grading.wire`: message size and depth
+capped, .npy headers checked, then `numpy.load(allow_pickle=False)`): nothing that crosses from the
+kernel to the grader is code, nor names a class for the grader to build. Expected values, comparisons and points are computed in the
 grader, from reference code this kernel cannot read; whatever this module (or a notebook that
 patches it) answers, a part scores only if the answers are right.
 
@@ -28,9 +29,12 @@ A request is a dict with an `id` and an `op`:
                          them in its own reference CGCNN on the held-out crystals, which never
                          reach this kernel
 
-Values are JSON, with {"__ndarray__": base64 .npy} for arrays, {"__tensor__": ...} for inputs that
-are torch tensors, {"__structure__": Structure.as_dict()} for crystals and {"__global__": name} for a
-variable of the notebook (the element `embedding`); an answer that raised is {"__error__": text}.
+Requests are JSON, with {"__ndarray__": base64 .npy} for arrays, {"__tensor__": ...} for inputs that
+are torch tensors, {"__crystal__": {"lattice": (3, 3), "species": atomic numbers, "frac_coords":
+(N, 3)}} for crystals (built into a pymatgen Structure here) and {"__global__": name} for a variable
+of the notebook (the element `embedding`). Answers are data alone: JSON, {"__ndarray__": ...} for
+arrays and tensors, {"__repr__": type name} for anything else, {"__error__": text} for an exception;
+the grader refuses any other tag (cgcnn_grading.wire).
 """
 
 from __future__ import annotations
@@ -92,7 +96,7 @@ def encode(value):
 
 
 def decode(value, namespace: dict | None = None):
-    """An input from the grader: arrays, tensors, crystals and notebook variables made real."""
+    """A request's input from the grader: arrays, tensors, crystals and notebook variables made real."""
     if isinstance(value, list):
         return [decode(v, namespace) for v in value]
     if not isinstance(value, dict):
@@ -102,9 +106,11 @@ def decode(value, namespace: dict | None = None):
     if "__tensor__" in value:
         import torch
         return torch.from_numpy(decode_array(value["__tensor__"]).copy())
-    if "__structure__" in value:
-        from pymatgen.core import Structure
-        return Structure.from_dict(value["__structure__"])
+    if "__crystal__" in value:
+        from pymatgen.core import Lattice, Structure
+        crystal = value["__crystal__"]
+        return Structure(Lattice(decode_array(crystal["lattice"])), crystal["species"],
+                         decode_array(crystal["frac_coords"]))
     if "__global__" in value:
         return (namespace or {})[value["__global__"]]
     return {k: decode(v, namespace) for k, v in value.items()}

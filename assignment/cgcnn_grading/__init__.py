@@ -6,6 +6,7 @@ One concern per module:
     settings    the time limits, and the points, thresholds and check cells of grading.json
     sandbox     the grading user, file permissions, ending every process of that user
     execution   running the notebook cell by cell in the sandbox, with time limits and probes
+    wire        what crosses from the kernel, read as data: messages capped, answers decoded strictly
     checks      the checks of each part (requests to the kernel, judges), with `reference`
     scoring     verdicts to points, part 4b's MAE tiers, results.json
     grade       one submission end to end; Gradescope's entry point (run_otter.py) calls `main`

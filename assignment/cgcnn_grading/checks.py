@@ -14,22 +14,39 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import traceback
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from cgcnn_kernel import decode, encode_array
+from cgcnn_kernel import encode_array
 
-from . import reference
+from . import reference, wire
+
+# What a student reads when the grader itself fails while judging an answer; the failure goes to the
+# course staff alone (JudgeError.detail: results.json's extra_data and the grader's log).
+GRADER_FAILED = ("the grader could not judge this answer (a failure on the grader's side, reported to the course "
+                 "staff): check that the function returns what the task asks (type, shape, dtype); if it does, "
+                 "ask the course staff")
 
 
 class SubmissionError(AssertionError):
     """The submission's code raised an exception instead of answering."""
 
 
+class JudgeError(AssertionError):
+    """A judge raised something other than its own AssertionError: students read GRADER_FAILED, the
+    course staff read `detail` (which may quote the answer or the grader's code)."""
+
+    def __init__(self, detail: str):
+        super().__init__(GRADER_FAILED)
+        self.detail = detail
+
+
 class Answers:
-    """The kernel's answers to one probe, by request id; an answer that was an exception raises."""
+    """The kernel's answers to one probe, by request id, decoded as data only (wire.decode); an answer
+    that was an exception, or that is not data the grader reads, raises SubmissionError."""
 
     def __init__(self, raw: dict):
         self._raw = raw
@@ -40,7 +57,11 @@ class Answers:
         value = self._raw[request_id]
         if isinstance(value, dict) and "__error__" in value:
             raise SubmissionError(f"your code raised {value['__error__']}")
-        return decode(value)
+        try:
+            return wire.decode(value)
+        except wire.Refused as err:
+            raise SubmissionError(f"the answer to {request_id!r} was refused: {err} (the grader's probe, "
+                                  "cgcnn_kernel, sends nothing else: do not change it)") from None
 
 
 @dataclass(frozen=True)
@@ -65,8 +86,12 @@ def _tensor(array) -> dict:
     return {"__tensor__": encode_array(np.asarray(array))}
 
 
-def _structure(structure) -> dict:
-    return {"__structure__": structure.as_dict()}
+def _crystal(structure) -> dict:
+    """A crystal as arrays (the kernel builds the Structure): lattice matrix (3, 3) in A, atomic
+    numbers (N,), fractional coordinates (N, 3). Sites without properties or partial occupancy."""
+    return {"__crystal__": {"lattice": encode_array(structure.lattice.matrix),
+                            "species": [site.specie.Z for site in structure],
+                            "frac_coords": encode_array(structure.frac_coords)}}
 
 
 def _call(id_: str, function: str, *args, grad_wrt: int | None = None, **kwargs) -> dict:
@@ -77,7 +102,7 @@ def _call(id_: str, function: str, *args, grad_wrt: int | None = None, **kwargs)
 def _calls(name: str, function: str, cases) -> list[dict]:
     """One call of `function` per tuple of arguments, ids name/0, name/1, ...; crystals and arrays encoded."""
     def wire(v):
-        return _structure(v) if hasattr(v, "as_dict") else encode_array(v) if isinstance(v, np.ndarray) else v
+        return _crystal(v) if hasattr(v, "lattice") else encode_array(v) if isinstance(v, np.ndarray) else v
     return [_call(f"{name}/{k}", function, *map(wire, args)) for k, args in enumerate(cases)]
 
 
@@ -93,32 +118,6 @@ def _module(id_: str, cls: str, state: dict, inputs: list, init=(), init_kwargs=
 
 def _encoded(state: dict) -> dict:
     return {name: encode_array(array) for name, array in state.items()}
-
-
-# The parameters and buffers of the notebook's given __init__ methods, by name: shapes only, so that
-# the grader never instantiates a submission's class to learn them.
-
-def _shared_shapes(f: int, b: int, prefix: str = "") -> dict:
-    return {prefix + "fc_neighbor.weight": (f, f + b), prefix + "fc_self.weight": (f, f), prefix + "fc_self.bias": (f,)}
-
-
-def _batch_norm_shapes(prefix: str, d: int) -> dict:
-    # Not num_batches_tracked: a 0-d buffer (encode_array sends it as shape (1,), which cannot be
-    # copied into it), and one that BatchNorm1d with its default momentum never reads.
-    return {prefix + k: (d,) for k in ("weight", "bias", "running_mean", "running_var")}
-
-
-def _gated_shapes(f: int, b: int, prefix: str = "") -> dict:
-    return ({prefix + "fc_full.weight": (2 * f, 2 * f + b), prefix + "fc_full.bias": (2 * f,)}
-            | _batch_norm_shapes(prefix + "bn1.", 2 * f) | _batch_norm_shapes(prefix + "bn2.", f))
-
-
-def _cgcnn_shapes(f: int, n_conv: int, h: int, b: int = 41, conv: str = "gated", orig: int = 92) -> dict:
-    layer = {"gated": _gated_shapes, "shared": _shared_shapes, "none": None}[conv]
-    shapes = {"embedding.weight": (f, orig), "embedding.bias": (f,)}
-    for k in range(n_conv if layer else 0):
-        shapes |= layer(f, b, f"convs.{k}.")
-    return shapes | {"conv_to_fc.weight": (h, f), "conv_to_fc.bias": (h,), "fc_out.weight": (1, h), "fc_out.bias": (1,)}
 
 
 def _rng(seed: int, term: str = "") -> np.random.Generator:
@@ -202,7 +201,8 @@ def _gradient(answers: Answers, request_id: str, what: str) -> np.ndarray:
 
 
 def _check(question: str, name: str, hidden: bool, requests: list[dict], judge, summary: str = "") -> Check:
-    """A Check whose judge raises nothing but AssertionError, whatever the answers are."""
+    """A Check whose judge raises nothing but AssertionError, whatever the answers are: its own, with
+    a message for the student, or JudgeError, whose exception text reaches the course staff alone."""
     @functools.wraps(judge)
     def guarded(answers: Answers) -> None:
         try:
@@ -211,7 +211,8 @@ def _check(question: str, name: str, hidden: bool, requests: list[dict], judge, 
         except AssertionError:
             raise
         except Exception as err:  # noqa: BLE001 - a malformed answer is a wrong answer
-            raise AssertionError(f"the answer could not be checked ({type(err).__name__}: {err})") from None
+            detail = "".join(traceback.format_exception(type(err), err, err.__traceback__, limit=-3))
+            raise JudgeError(f"{question} {name}: {detail[-2000:]}") from None
     return Check(question, name, hidden, requests, guarded, summary)
 
 
@@ -490,7 +491,7 @@ def _small_network() -> Check:
 
 def _q2a(term: str) -> list[Check]:
     n, m, f, b = 9, 5, 6, 4
-    w = _weights(_shared_shapes(f, b), 0.4, term)
+    w = _weights(reference.shared_shapes(f, b), 0.4, term)
     x, e, idx = _conv_inputs(5, n, m, f, b, term)
 
     def values(answers):
@@ -500,7 +501,7 @@ def _q2a(term: str) -> list[Check]:
         assert _gap(got, want) < 1e-4, f"values differ from Eq. 3 by up to {_gap(got, want):.3g}"
 
     return [
-        _symmetry("q2a", "SharedConv", _shared_shapes(5, 3), 7, 4, 5, 3, seed=0),
+        _symmetry("q2a", "SharedConv", reference.shared_shapes(5, 3), 7, 4, 5, 3, seed=0),
         _small_shared(),
         _check("q2a", "test_values", True, [_module("test_values/x", "SharedConv", w, _tensors((x, e, idx)), [f, b])],
                values, "values must match Eq. 3 for random weights, atom features and neighbours"),
@@ -509,9 +510,9 @@ def _q2a(term: str) -> list[Check]:
 
 def _q2b(term: str) -> list[Check]:
     n, m, f, b = 10, 4, 5, 3
-    w = _weights(_gated_shapes(f, b), 0.5)  # the public backward check's inputs
+    w = _weights(reference.gated_shapes(f, b), 0.5)  # the public backward check's inputs
     x, e, idx = _conv_inputs(9, n, m, f, b)
-    hw = _weights(_gated_shapes(f, b), 0.5, term)  # the hidden values check's: the same unless a term is set
+    hw = _weights(reference.gated_shapes(f, b), 0.5, term)  # the hidden values check's: the same unless a term is set
     hx, he, hidx = _conv_inputs(9, n, m, f, b, term)
 
     def values(answers):
@@ -541,7 +542,7 @@ def _q2b(term: str) -> list[Check]:
                                          f"from Eq. 4's (train mode) by up to {_gap(grad, want):.3g}")
 
     return [
-        _symmetry("q2b", "GatedConv", _gated_shapes(6, 3), 8, 4, 6, 3, seed=1),
+        _symmetry("q2b", "GatedConv", reference.gated_shapes(6, 3), 8, 4, 6, 3, seed=1),
         _small_gated(),
         _check("q2b", "test_backward", False,
                [_module("test_backward/x", "GatedConv", w, _tensors((x, e, idx)), [f, b], mode="train", grad_wrt=0)],
@@ -626,7 +627,7 @@ def _q4a(term: str) -> list[Check]:
         assert _gap(out_p, out) < 1e-5, \
             "the prediction must not depend on how the atoms of a crystal are numbered"
 
-    state = _weights(_cgcnn_shapes(16, 2, 24), 0.3)
+    state = _weights(reference.cgcnn_shapes(16, 2, 24), 0.3)
     invariance_requests = [_module(f"test_shape_and_invariance/{k}", "CGCNN", state, [*_tensors(args), 3],
                                    init_kwargs={"atom_fea_len": 16, "n_conv": 2, "h_fea_len": 24})
                            for k, args in cases.items()]
@@ -637,7 +638,7 @@ def _q4a(term: str) -> list[Check]:
     x, e = rng.uniform(size=(len(c), 92)).astype(np.float32), rng.uniform(size=(len(c), m, b)).astype(np.float32)
     layer_type = {"gated": "GatedConv", "shared": "SharedConv", "none": None}
     options = [("gated", "mean"), ("shared", "max"), ("none", "mean")]
-    weights = {conv: _weights(_cgcnn_shapes(f, 2, h, b, conv), 0.3, term) for conv, _ in options}
+    weights = {conv: _weights(reference.cgcnn_shapes(f, 2, h, b, conv), 0.3, term) for conv, _ in options}
 
     def values(answers):
         for conv, pool in options:

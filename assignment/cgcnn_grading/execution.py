@@ -33,7 +33,7 @@ from nbclient.exceptions import DeadKernelError
 from traitlets import Any as AnyTrait
 
 from cgcnn_kernel import MIME, SETUP
-from . import sandbox
+from . import sandbox, wire
 from .settings import Limits
 
 IGNORE_TAG = "otter_ignore"  # cells otter's grading skips; the notebook tags Part 5 to 7 with it
@@ -88,9 +88,13 @@ class Outcome:
 
 
 class SandboxedKernelManager(AsyncKernelManager):
-    """A kernel started in the box as the grading user, reading a connection file it is allowed to read."""
+    """A kernel started in the box as the grading user, reading a connection file it is allowed to
+    read; its messages read through wire.GuardedSession (its clients' sessions are clones of this one)."""
 
     box = AnyTrait()
+
+    def _session_default(self):
+        return wire.GuardedSession(parent=self)
 
     def format_kernel_cmd(self, extra_arguments=None):
         return self.box.command(super().format_kernel_cmd(extra_arguments))
@@ -235,11 +239,16 @@ def run(nb: nbformat.NotebookNode, box: sandbox.Box, probes: list[Probe], limits
                     else:
                         label = f"the check of {name}" if name else "the grader's setup"
                         watchdog.arm(label, None, min(limits.check_seconds, left), "time limit")
+                    refused = len(client.kc.session.refused)
                     try:
                         client.execute_cell(cell, index)
                     except DeadKernelError:
                         dead = f"the kernel died while running {label}"
                     stop = watchdog.disarm()
+                    refused = client.kc.session.refused[refused:]
+                    if refused:  # dropped undecoded: the kernel sent what the grader does not read
+                        outcome.events.append(f"Refused {len(refused)} message(s) of the kernel while running "
+                                              f"{label}: {'; '.join(sorted(set(refused)))[:300]}.")
                     if stop:
                         outcome.stopped.append(stop)
                         window += [stop] if kind == "cell" else []
@@ -254,6 +263,9 @@ def run(nb: nbformat.NotebookNode, box: sandbox.Box, probes: list[Probe], limits
                                  and o["data"][MIME].get("probe") == name]
                         if found and isinstance(found[-1].get("answers"), dict):
                             outcome.answers[name] = found[-1]["answers"]
+                        elif refused and not stop and not dead:
+                            outcome.missing[name] = (f"the kernel's answers were refused ({refused[-1]}): the "
+                                                     "grader's probe, cgcnn_kernel, sends nothing of the kind")
                         else:
                             outcome.missing[name] = stop or dead or _why_no_answers(cell)
                         _elide_answers(cell)

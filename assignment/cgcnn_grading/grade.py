@@ -34,6 +34,13 @@ KERNEL_MODULE = "cgcnn_kernel.py"
 SCRATCH_PREFIX = "cgcnn-grading-"  # the grading's folder in the temporary directory: the user's work directory
 HELP = ("Export the notebook again with its last cell (grader.export), check that the zip holds "
         "cgcnn_perovskites.ipynb, and resubmit. If this persists, send this message to the course staff.")
+# What a student reads when the grader itself failed: never its exception text (which could quote a
+# file the grader read); that goes to the course staff (the log, and a staff-only entry of results.json).
+RUN_FAILED = ("the autograder failed while grading it (a failure on the grader's side, not a verdict on your "
+              "notebook; the course staff have its details)")
+# Gradescope's files beside the submission that the grading user must never read: every earlier
+# submission's results (hidden verdicts and test MAEs included), and the scripts that start grading.
+GRADESCOPE_PRIVATE = ["submission_metadata.json", "run_autograder", "setup.sh"]
 
 
 class GradingError(RuntimeError):
@@ -65,9 +72,10 @@ def find_notebook(upload: Path) -> Path:
 def read_notebook(path: Path, assignment: str) -> nbformat.NotebookNode:
     try:
         nb = nbformat.read(path, as_version=4)
-    except Exception as err:  # nbformat raises several types for a broken file
-        raise GradingError(f"the notebook in the submission could not be read ({type(err).__name__}: "
-                           f"{str(err)[:300]})") from err
+    except Exception as err:  # nbformat raises several types for a broken file; its text stays in the log
+        traceback.print_exc(file=sys.stdout)
+        raise GradingError(f"the notebook in the submission could not be read ({type(err).__name__}): it is not "
+                           "a Jupyter notebook of format 4 (cut off, or edited outside Jupyter?)") from err
     name = nb.metadata.get("otter", {}).get("assignment_name")
     if name != assignment:
         raise GradingError(f"Received submission for assignment {name!r}, but this autograder grades "
@@ -159,6 +167,18 @@ def write_notebook(path: Path, notebook: nbformat.NotebookNode) -> None:
     os.replace(tmp, path)
 
 
+def close_gradescope_files(root: Path) -> list[Path]:
+    """Gradescope's own files under `root` (GRADESCOPE_PRIVATE) made root's alone, those that exist
+    (links are left alone: root never follows one); returns them, for `sandbox.cannot_read`."""
+    closed = []
+    for name in GRADESCOPE_PRIVATE:
+        path = root / name
+        if path.exists() and not path.is_symlink():
+            sandbox.private(path)
+            closed.append(path)
+    return closed
+
+
 def main(root: Path, private: list[Path] = (), user_name: str = sandbox.USER) -> int:
     """Gradescope's layout under `root` (/autograder): grade submission/ with source/, write
     results/results.json and, where the notebook ran, results/notebook.ipynb (as executed). Whatever
@@ -170,13 +190,14 @@ def main(root: Path, private: list[Path] = (), user_name: str = sandbox.USER) ->
     sandbox.private(results_dir)
     report = None
     try:
-        report = grade_submission(source, upload, [results_dir, *private], user_name)
+        closed = close_gradescope_files(root)
+        report = grade_submission(source, upload, [results_dir, *closed, *private], user_name)
         results = report.results
     except GradingError as err:
         results = scoring.error_results(str(err), HELP)
     except BaseException as err:  # noqa: BLE001 - every failure must still produce a result
-        traceback.print_exc()
-        results = scoring.error_results(f"{type(err).__name__}: {err}", HELP)
+        traceback.print_exc(file=sys.stdout)
+        results = scoring.error_results(RUN_FAILED, HELP, f"{type(err).__name__}: {err}"[:4000])
     write_results(results_dir / "results.json", results)
     if report is not None and report.notebook is not None:
         try:

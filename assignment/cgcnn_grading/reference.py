@@ -9,6 +9,8 @@ A `state` is {parameter or buffer name: array}, named as the notebook's modules 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm1d's default
@@ -72,6 +74,26 @@ def batch(structures: list, embedding: dict, radius: float, max_num_nbr: int, st
     atom_fea, nbr_fea, nbr_idx, crystal_idx = (np.concatenate(a) for a in zip(*parts))
     return {"atom_fea": atom_fea, "nbr_fea": nbr_fea, "nbr_idx": nbr_idx, "crystal_idx": crystal_idx,
             "n_crystals": len(structures)}
+
+
+def split_batch(inputs: dict, max_atoms: int) -> list[dict]:
+    """Inputs made by `batch`, split into batches of whole crystals of at most `max_atoms` atoms (or
+    one crystal, if it is larger): the same predictions in eval mode, in bounded memory. Needs what
+    `batch` guarantees: crystals in order, each atom's neighbours inside its crystal."""
+    crystal_idx, nbr_idx = np.asarray(inputs["crystal_idx"]), np.asarray(inputs["nbr_idx"])
+    starts = np.r_[np.searchsorted(crystal_idx, np.arange(inputs["n_crystals"])), len(crystal_idx)]
+    parts, first = [], 0
+    while first < inputs["n_crystals"]:
+        last = first + 1
+        while last < inputs["n_crystals"] and starts[last + 1] - starts[first] <= max_atoms:
+            last += 1
+        a, b = starts[first], starts[last]
+        if nbr_idx[a:b].size and (nbr_idx[a:b].min() < a or nbr_idx[a:b].max() >= b):
+            raise ValueError("split_batch: a neighbour outside its crystal (inputs not made by `batch`)")
+        parts.append({"atom_fea": inputs["atom_fea"][a:b], "nbr_fea": inputs["nbr_fea"][a:b],
+                      "nbr_idx": nbr_idx[a:b] - a, "crystal_idx": crystal_idx[a:b] - first, "n_crystals": last - first})
+        first = last
+    return parts
 
 
 def gaussian_centres(dmin: float, dmax: float, step: float) -> np.ndarray:
@@ -188,7 +210,9 @@ def cgcnn_forward(state: dict[str, np.ndarray], atom_fea, nbr_fea, nbr_idx, crys
                   conv="gated", pool="mean") -> np.ndarray:
     """The whole network in eval mode, from a state dict of the notebook's CGCNN (embedding.*,
     convs.{k}.*, conv_to_fc.*, fc_out.*; as many layers as `convs.{k}` in it):
-    (N, 92), (N, M, B), (N, M), (N,), C -> (C,)."""
+    (N, 92), (N, M, B), (N, M), (N,), C -> (C,). A state from a submission is checked first with
+    `check_state` (scoring.heldout_mae does): shapes that broadcast would otherwise reach the arithmetic.
+    (This function's code is in calibration.json's fingerprint: the check stays beside it.)"""
     layer = {"gated": gated_conv, "shared": shared_conv, "none": None}[conv]
     pooling = {"mean": mean_pool, "max": max_pool}[pool]
     n_conv = len({name.split(".")[1] for name in state if name.startswith("convs.")})
@@ -198,3 +222,86 @@ def cgcnn_forward(state: dict[str, np.ndarray], atom_fea, nbr_fea, nbr_idx, crys
     for k in range(n_conv):
         v = layer(state, v, nbr_fea, nbr_idx, prefix=f"convs.{k}.")
     return cgcnn_head(state, pooling(v, crystal_idx, n_crystals))
+
+
+# ---------------------------------------------------------------------------------------------
+# The notebook's parameters, by name: what a state must hold before any arithmetic
+# ---------------------------------------------------------------------------------------------
+
+# The largest network the grader evaluates on the held-out crystals: the notebook's default is
+# atom_fea_len 64, n_conv 3, h_fea_len 128 (0.3 s of CPU time on the 965 held-out atoms; its training
+# takes 78 s of the 240 s a cell may use, and a layer's cost grows as atom_fea_len squared). These
+# bound the grader's time whatever a state declares: at these, 18 s and 52 MB (scoring.HELDOUT_ATOMS
+# atoms at a time); at 512, 8 and 4096, 100 s.
+MAX_ATOM_FEA_LEN = 256
+MAX_N_CONV = 6
+MAX_H_FEA_LEN = 1024
+
+
+class StateError(ValueError):
+    """A state dict that is not the notebook's CGCNN; the message says what to keep."""
+
+
+def shared_shapes(f: int, b: int, prefix: str = "") -> dict:
+    """SharedConv(f, b)'s parameters: fc_neighbor (no bias) and fc_self."""
+    return {prefix + "fc_neighbor.weight": (f, f + b), prefix + "fc_self.weight": (f, f), prefix + "fc_self.bias": (f,)}
+
+
+def batch_norm_shapes(prefix: str, d: int) -> dict:
+    """BatchNorm1d(d)'s parameters and running statistics. Not num_batches_tracked: a 0-d buffer
+    (encode_array sends it as shape (1,), which cannot be copied into it), and one that BatchNorm1d
+    with its default momentum never reads."""
+    return {prefix + k: (d,) for k in ("weight", "bias", "running_mean", "running_var")}
+
+
+def gated_shapes(f: int, b: int, prefix: str = "") -> dict:
+    """GatedConv(f, b)'s parameters: fc_full, bn1 over 2f, bn2 over f."""
+    return ({prefix + "fc_full.weight": (2 * f, 2 * f + b), prefix + "fc_full.bias": (2 * f,)}
+            | batch_norm_shapes(prefix + "bn1.", 2 * f) | batch_norm_shapes(prefix + "bn2.", f))
+
+
+def cgcnn_shapes(f: int, n_conv: int, h: int, b: int = 41, conv: str = "gated", orig: int = 92) -> dict:
+    """CGCNN(orig, b, f, n_conv, h, conv)'s parameters and buffers, by name."""
+    layer = {"gated": gated_shapes, "shared": shared_shapes, "none": None}[conv]
+    shapes = {"embedding.weight": (f, orig), "embedding.bias": (f,)}
+    for k in range(n_conv if layer else 0):
+        shapes |= layer(f, b, f"convs.{k}.")
+    return shapes | {"conv_to_fc.weight": (h, f), "conv_to_fc.bias": (h,), "fc_out.weight": (1, h), "fc_out.bias": (1,)}
+
+
+def check_state(state: dict, conv: str, orig: int, b: int) -> int:
+    """The number of convolution layers of `state` if it is exactly the notebook's CGCNN with layers
+    of type `conv` for inputs of `orig` atom and `b` edge features: every parameter and buffer named
+    and shaped as CGCNN's __init__ makes them (atom_fea_len, n_conv and h_fea_len read from the state,
+    within MAX_*), nothing else. Raises StateError naming the first difference: a state whose shapes
+    would broadcast (a bias of shape (500000, 1, 1)) never reaches the arithmetic."""
+    shapes = {name: tuple(np.shape(value)) for name, value in state.items()}
+    keep = "keep the CGCNN class you were given (its __init__, layer names and shapes) and train it"
+    if len(shapes.get("embedding.weight", ())) != 2 or len(shapes.get("conv_to_fc.weight", ())) != 2:
+        raise StateError(f"the model has no embedding.weight or conv_to_fc.weight of two dimensions: {keep}")
+    f, h = shapes["embedding.weight"][0], shapes["conv_to_fc.weight"][0]
+    layers = {name.split(".")[1] for name in shapes if name.startswith("convs.")}
+    n_conv = len(layers)
+    for what, value, limit in (("atom_fea_len", f, MAX_ATOM_FEA_LEN), ("h_fea_len", h, MAX_H_FEA_LEN),
+                               ("n_conv", n_conv, MAX_N_CONV)):
+        if value > limit:
+            raise StateError(f"the model's {what} is {value}, more than the {limit} the grader evaluates: train "
+                             f"with a smaller {what} (the notebook's default fits the time limits)")
+    if conv == "none" and n_conv:
+        raise StateError(f"conv='none' but the model has {n_conv} convolution layers: {keep}")
+    want = cgcnn_shapes(f, n_conv, h, b, conv, orig)
+    if layers != {str(k) for k in range(n_conv)}:
+        raise StateError(f"the model's convolution layers are not numbered 0 to {n_conv - 1}: {keep}")
+    for name, shape in want.items():
+        if name not in shapes:
+            raise StateError(f"the model has no {name} (a CGCNN with conv={conv!r} has one): {keep}")
+        if shapes[name] != shape:
+            raise StateError(f"the model's {name} has shape {shapes[name][:8]}, where the notebook's CGCNN with "
+                             f"atom_fea_len={f}, h_fea_len={h} for {orig} atom and {b} edge features has {shape}: "
+                             f"{keep}")
+    # BatchNorm's step counter (0-d, never read in eval mode) may come along; nothing else may
+    extra = sorted(n for n in set(shapes) - set(want) if not (n.endswith(".num_batches_tracked") and
+                                                             math.prod(shapes[n]) <= 1))
+    if extra:
+        raise StateError(f"the model has a parameter {extra[0][:80]!r} that the notebook's CGCNN has not: {keep}")
+    return n_conv

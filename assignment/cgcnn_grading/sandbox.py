@@ -100,9 +100,10 @@ def grading_user(name: str = USER):
 
 
 def private(path: Path) -> None:
-    """Root's alone: neither readable nor writable nor searchable by the grading user."""
+    """Root's alone: neither readable nor writable nor searchable by the grading user. A program keeps
+    its owner's execute bit (root runs a file only if some execute bit is set: run_autograder)."""
     os.chown(path, 0, 0)
-    os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    os.chmod(path, 0o700 if path.is_dir() or path.stat().st_mode & 0o100 else 0o600)
 
 
 def make_python_reachable(user: pwd.struct_passwd) -> list[str]:
