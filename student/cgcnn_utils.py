@@ -523,31 +523,84 @@ class PDFError(RuntimeError):
 
 
 PDF_TIMEOUT = 300  # s for the browser to start, load the page and typeset its maths (generous: a busy machine)
+# A notebook is anyone's submission (the staff print every student's), so the page is built from data
+# checked here and printed under a policy that lets it run nothing and fetch nothing of its own:
+# - the notebook is rebuilt from what the PDF shows (_printable): no metadata reaches nbconvert's
+#   template except an image's width and height, as numbers (nbconvert writes them unquoted: a width
+#   of "1 onerror=..." was a script), and every output is capped before anything renders it;
+# - Markdown and HTML keep text, tables and inline (data:) images only (_clean_html);
+# - the page is served from memory at an origin of its own, under a Content-Security-Policy: scripts
+#   only from MathJax's folder, images only data:, no frames, objects, connections or inline scripts;
+#   every other request is refused, and an http: page cannot load file: URLs at all.
+PDF_MAX_NOTEBOOK = 100 * 2**20  # bytes of a notebook read at all (Gradescope takes uploads up to 100 MB)
+PDF_MAX_TEXT = 100_000  # characters kept of one output's text or one cell's source (some 30 printed pages)
+PDF_MAX_IMAGE = 5_000_000  # characters of one image's base64 (3.7 MB: a figure is some 100 kB)
+PDF_MAX_TOTAL = 4_000_000  # characters of all the questions' outputs (each counts 1,000 at least); then left out
+PAGE_ORIGIN = "http://cgcnn-pdf.invalid"  # the page's origin, served from memory (.invalid never resolves)
+PAGE_URL = f"{PAGE_ORIGIN}/questions.html"
+MATHJAX_CONFIG_URL = f"{PAGE_ORIGIN}/mathjax-config.js"  # nbconvert's configuration, as a file: no inline script
+LOCAL_MATHJAX = f"{PAGE_ORIGIN}/mathjax/"  # a local MathJax 2 folder (the staff's, Debian's), served from disk
+MATHJAX_CDN = "https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/"  # nbconvert's MathJax, on a student's machine
+MATHJAX_SCRIPT = "MathJax.js?config=TeX-AMS_CHTML-full,Safe"  # TeX in, HTML out, the Safe extension: nbconvert's
+# nbconvert's inline configuration (its mathjax.html.j2), loaded before MathJax.js, which reads window.MathJax
+_MATHJAX_CONFIG = """window.MathJax = {
+  TeX: {equationNumbers: {autoNumber: "AMS", useLabelIds: true}},
+  tex2jax: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]],
+            processEscapes: true, processEnvironments: true},
+  displayAlign: "center", messageStyle: "none", CommonHTML: {linebreaks: {automatic: true}}
+};
+"""
+# otter's via_html template (which extends nbconvert's classic one) with the page's head replaced: the
+# policy first, no jQuery, require.js, mermaid or widgets from CDNs, MathJax and its configuration as files
+_PAGE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}
+<meta http-equiv="Content-Security-Policy" content="{{ resources.page_policy | escape_html }}">
+{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}
+<script src="{{ resources.mathjax_config_url | escape_html }}"></script>
+<script src="{{ resources.mathjax_url | escape_html }}"></script>
+{%- endblock html_head_js_mathjax -%}
+"""
 # Resolves once MathJax 2 has typeset the page (its queue runs in order: startup, typesetting, then
-# this); false when MathJax did not load, so the maths would print as raw TeX.
+# this); false when MathJax did not load, so the maths would print as raw TeX. (Evaluated through the
+# browser's DevTools protocol, which the page's policy does not govern.)
 _MATHJAX_DONE = ("() => new Promise(done => window.MathJax && window.MathJax.Hub ? "
                  "MathJax.Hub.Queue(() => done(true)) : done(false))")
 # What a notebook's Markdown and HTML outputs keep in the PDF: text, lists, tables and images, links to
 # the web. No scripts, frames, objects or styles: an <iframe src="file:///..."> would print a local file
-# (nbconvert's own sanitiser keeps too little, not even paragraphs or headings).
+# (nbconvert's own sanitiser keeps too little, not even paragraphs or headings). No ids either: an
+# element's id becomes a global of the page's scripts (<div id="MathJax">).
 PDF_TAGS = ["a", "abbr", "b", "blockquote", "br", "caption", "code", "dd", "del", "div", "dl", "dt", "em", "h1",
             "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "kbd", "li", "ol", "p", "pre", "s", "span", "strong",
             "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul"]
-PDF_ATTRIBUTES = {"*": ["class", "id", "title"], "a": ["href"], "img": ["src", "alt", "width", "height"],
+PDF_ATTRIBUTES = {"*": ["class", "title"], "a": ["href"], "img": ["src", "alt", "width", "height"],
                   "td": ["colspan", "rowspan"], "th": ["colspan", "rowspan"]}
 PDF_HELP = ("a PDF needs a browser: `pip install playwright`, then `python -m playwright install chromium` (once, "
             "about 150 MB), and run this cell again. Or print the notebook from your browser (File > Print, "
             "Save as PDF), and when you upload it mark the pages of questions 5 and 6")
 
 
-def questions_html(notebook: str | Path, mathjax_url: str | None = None) -> str:
+def page_policy(mathjax: str) -> str:
+    """The page's Content-Security-Policy, MathJax 2 loaded from the folder at URL `mathjax`."""
+    return ("default-src 'none'; "
+            f"script-src {mathjax} {MATHJAX_CONFIG_URL}; "  # files only: no inline script, handler or eval
+            f"style-src 'unsafe-inline' {mathjax}; font-src {mathjax}; "  # the template's styles, MathJax's fonts
+            "img-src data:; "  # nbconvert embeds output images as data: URIs; nothing else is fetched
+            "frame-src 'none'; child-src 'none'; worker-src 'none'; object-src 'none'; connect-src 'none'; "
+            "media-src 'none'; manifest-src 'none'; base-uri 'none'; form-action 'none'")
+
+
+def questions_html(notebook: str | Path, mathjax: str = MATHJAX_CDN) -> str:
     """The page that questions_pdf prints: otter's filtered export of `notebook` (as saved), only the
     cells between the `<!-- BEGIN QUESTION -->` and `<!-- END QUESTION -->` markers that otter assign
     puts around each hand-graded question (its prompt, the cells inside it with their outputs, the
-    answer), a page break between questions, in otter's HTML template. `mathjax_url` replaces
-    nbconvert's MathJax (from a CDN) with another copy. Markdown and HTML outputs are sanitised
-    (_clean_html): the notebook may be anyone's submission. Raises PDFError."""
+    answer), a page break between questions, in otter's HTML template, MathJax 2 from the folder at
+    URL `mathjax` (nbconvert's CDN by default). The notebook may be anyone's submission: only what the
+    PDF shows is kept of it, checked and capped (_printable), Markdown and HTML outputs are cleaned
+    (_clean_html), and the page carries its Content-Security-Policy (page_policy). Raises PDFError."""
     try:
+        import jinja2
         import nbconvert
         from otter.export.exporters.base_exporter import TEMPLATE_DIR
         from otter.export.exporters.utils import NEW_PAGE_CELL_SOURCE
@@ -556,6 +609,9 @@ def questions_html(notebook: str | Path, mathjax_url: str | None = None) -> str:
     except ImportError as err:
         raise PDFError(f"{err.name} is not installed: pip install -r requirements.txt") from err
     path = Path(notebook)
+    if path.is_file() and path.stat().st_size > PDF_MAX_NOTEBOOK:
+        raise PDFError(f"{path.name} is {path.stat().st_size / 2**20:.0f} MB: a notebook of more than "
+                       f"{PDF_MAX_NOTEBOOK / 2**20:.0f} MB is not printed (clear the largest outputs and save it)")
     try:
         nb = PDFViaHTMLExporter.load_notebook(str(path), filtering=True, pagebreaks=True)
     except Exception as err:  # unreadable JSON, not a notebook
@@ -568,70 +624,309 @@ def questions_html(notebook: str | Path, mathjax_url: str | None = None) -> str:
     config = Config()
     config.HTMLExporter.template_name = "via_html"  # otter's template for its PDF via HTML
     config.HTMLExporter.extra_template_basedirs = [str(TEMPLATE_DIR)]
+    config.HTMLExporter.template_file = "cgcnn_pdf.html.j2"  # _PAGE_TEMPLATE, which extends it
     config.HTMLExporter.sanitize_html = True
+    config.HTMLExporter.embed_images = False  # True would read the files a Markdown image names, as data: URIs
     config.HTMLExporter.filters = {"clean_html": _clean_html}  # the template sanitises with this filter
-    if mathjax_url:
-        config.HTMLExporter.mathjax_url = mathjax_url
-    return nbconvert.HTMLExporter(config=config).from_notebook_node(nb)[0]
+    exporter = nbconvert.HTMLExporter(config=config,
+                                      extra_loaders=[jinja2.DictLoader({"cgcnn_pdf.html.j2": _PAGE_TEMPLATE})])
+    resources = {"page_policy": page_policy(mathjax), "mathjax_config_url": MATHJAX_CONFIG_URL}
+    exporter.mathjax_url = mathjax + MATHJAX_SCRIPT
+    try:
+        return exporter.from_notebook_node(_printable(nb), resources=resources)[0]
+    except Exception as err:  # a Markdown cell naming an attachment it does not hold, and the like
+        raise PDFError(f"{path.name} could not be rendered ({type(err).__name__}: {err})") from err
 
 
-def questions_pdf(notebook: str | Path, dest: str | Path, mathjax_url: str | None = None,
-                  chromium: str | Path | None = None, offline: bool = False, timeout: float = PDF_TIMEOUT) -> Path:
+def questions_pdf(notebook: str | Path, dest: str | Path, mathjax_dir: str | Path | None = None,
+                  chromium: str | Path | None = None, sandbox: bool | None = None,
+                  timeout: float = PDF_TIMEOUT) -> Path:
     """Write the PDF of the hand-graded questions of `notebook` (as saved) to `dest` and return it:
     the page of questions_html, printed by a headless chromium once MathJax has typeset its maths.
-    `chromium` is the browser's executable (default: playwright's own download); `offline` refuses
-    every request that is not a local file. Raises PDFError."""
+    `mathjax_dir` is a local MathJax 2 folder (default: nbconvert's CDN); `chromium` the browser's
+    executable (default: playwright's own download); `sandbox` whether chromium's own sandbox is on
+    (default: unless running as root, which chromium refuses; where it cannot start, the browser is
+    started again without it). The page is served from memory at PAGE_ORIGIN; the browser gets the
+    page, the configuration, MathJax's files, and nothing else. Raises PDFError."""
     import asyncio
     import concurrent.futures
     import importlib.util
-    import tempfile
+    import os
     if importlib.util.find_spec("playwright") is None:
         raise PDFError(f"playwright is not installed: {PDF_HELP}")
     path, dest = Path(notebook), Path(dest)
-    html = questions_html(path, mathjax_url)
+    mathjax = LOCAL_MATHJAX if mathjax_dir is not None else MATHJAX_CDN
+    html = questions_html(path, mathjax)
+    policy = page_policy(mathjax)
+    if sandbox is None:
+        sandbox = not hasattr(os, "geteuid") or os.geteuid() != 0
 
-    async def print_page(page_file: Path) -> bytes:
+    async def serve(route) -> None:
+        """The page's requests: the page, MathJax's configuration and files; everything else refused."""
+        url = route.request.url
+        if url == PAGE_URL:
+            await route.fulfill(body=html, content_type="text/html; charset=utf-8",
+                                headers={"Content-Security-Policy": policy})
+        elif url == MATHJAX_CONFIG_URL:
+            await route.fulfill(body=_MATHJAX_CONFIG, content_type="text/javascript")
+        elif mathjax_dir is not None and url.startswith(LOCAL_MATHJAX):
+            file = _mathjax_file(Path(mathjax_dir), url[len(LOCAL_MATHJAX):])
+            await (route.fulfill(path=file) if file else route.abort("blockedbyclient"))
+        elif mathjax_dir is None and url.startswith(MATHJAX_CDN):
+            await route.continue_()
+        else:
+            await route.abort("blockedbyclient")
+
+    async def print_page() -> bytes:
         from playwright.async_api import Error, async_playwright
         async with async_playwright() as pw:
+            # playwright's own chromium where its sandbox cannot start (user namespaces refused): started
+            # again without it, for the student's own notebook on the student's machine; the page's policy holds
+            tries = [sandbox, False] if sandbox and chromium is None else [sandbox]
+            for n, with_sandbox in enumerate(tries):
+                try:
+                    browser = await pw.chromium.launch(executable_path=chromium, chromium_sandbox=with_sandbox,
+                                                       timeout=timeout * 1000)
+                    break
+                except Error as err:
+                    if n + 1 == len(tries):
+                        why = str(err).strip().splitlines()[0]
+                        raise PDFError(f"chromium could not start ({why}): " + (
+                            PDF_HELP if chromium is None else f"check {chromium}")) from err
             try:
-                browser = await pw.chromium.launch(executable_path=chromium, timeout=timeout * 1000)
-            except Error as err:
-                why = str(err).strip().splitlines()[0]
-                raise PDFError(f"chromium could not start ({why}): " + (PDF_HELP if chromium is None else
-                                                                        f"check {chromium}")) from err
-            try:
-                page = await browser.new_page()
-                if offline:
-                    await page.route(lambda url: not url.startswith("file:"), lambda route: route.abort())
+                context = await browser.new_context(service_workers="block", accept_downloads=False)
+                await context.route("**/*", serve)  # the context's: popups too
+                page = await context.new_page()
                 await page.emulate_media(media="print")
-                await page.goto(page_file.as_uri(), wait_until="load", timeout=timeout * 1000)
+                await page.goto(PAGE_URL, wait_until="load", timeout=timeout * 1000)
                 try:
                     typeset = await asyncio.wait_for(page.evaluate(_MATHJAX_DONE), timeout)
                 except asyncio.TimeoutError:
                     raise PDFError(f"MathJax did not finish typesetting {path.name} within {timeout:g} s") from None
                 if not typeset:
-                    raise PDFError(f"MathJax did not load (from {mathjax_url or 'its CDN: are you online?'}), so the "
-                                   "maths would print as raw TeX")
+                    raise PDFError(f"MathJax did not load (from {mathjax_dir or MATHJAX_CDN + ': are you online?'}), "
+                                   "so the maths would print as raw TeX")
                 return await page.pdf(print_background=True)
             finally:
                 await browser.close()
 
-    with tempfile.TemporaryDirectory(prefix="questions-pdf-") as tmp:
-        page_file = Path(tmp) / f"{path.stem}.html"
-        page_file.write_text(html, encoding="utf-8")
-        # playwright's API needs an event loop of its own: Jupyter's kernel already runs one in this thread
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pdf = pool.submit(asyncio.run, print_page(page_file)).result()
+    # playwright's API needs an event loop of its own: Jupyter's kernel already runs one in this thread
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pdf = pool.submit(asyncio.run, print_page()).result()
     dest.write_bytes(pdf)
     return dest
 
 
+def _mathjax_file(folder: Path, rest: str) -> Path | None:
+    """The file of the MathJax folder `folder` at URL path `rest` (query dropped), or None: no way out of
+    the folder (no `..`, no absolute path), regular files only."""
+    from urllib.parse import unquote, urlsplit
+    parts = unquote(urlsplit(rest).path).split("/")
+    if not parts or any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
+        return None
+    file = folder.joinpath(*parts)
+    return file if file.is_file() else None
+
+
+# The notebook as the PDF shows it ------------------------------------------------------------------
+
+_PRINTED = ("text/html", "text/markdown", "text/latex", "image/svg+xml", "image/png", "image/jpeg", "text/plain")
+_RASTER = ("image/png", "image/jpeg")  # the outputs whose width and height nbconvert writes into the page
+_ATTACHED = ("image/png", "image/jpeg", "image/gif", "image/svg+xml")  # a Markdown cell's pasted images
+_OUTPUT_COST = 1_000  # characters each output counts against PDF_MAX_TOTAL, however small
+
+
+def _printable(nb):
+    """A new notebook holding only what the PDF shows of `nb`: markdown and code cells (source, execution
+    count, Markdown's pasted images), their outputs (streams, errors, the displayed data nbconvert's HTML
+    prints), each value of the type nbformat says, images base64 only, an image's width and height
+    numbers or nothing, no other metadata (nbconvert writes `filenames` as an image's source, `isolated`
+    as an iframe). Each text is cut at PDF_MAX_TEXT characters, an image over PDF_MAX_IMAGE left out,
+    and the outputs after PDF_MAX_TOTAL characters too; the PDF says where."""
+    import nbformat
+    budget = [PDF_MAX_TOTAL]
+    cells = []
+    for cell in nb.cells:
+        kind = cell.get("cell_type")
+        source, cut = _cut(_text(cell.get("source")))
+        if kind == "markdown":
+            new = nbformat.v4.new_markdown_cell(source)
+            attachments = {name: {mime: data for mime, data in files.items() if mime in _ATTACHED and _base64(data)}
+                           for name, files in (_dict(cell.get("attachments")) or {}).items()
+                           if isinstance(name, str) and isinstance(files, dict)}
+            attachments = {name: files for name, files in attachments.items() if files}
+            if attachments:
+                new.attachments = attachments
+                budget[0] -= sum(len(data) for files in attachments.values() for data in files.values())
+            cells.append(new)
+            if cut:  # a cell of its own: the cut may fall inside a tag or a comment, which would swallow it
+                cells.append(nbformat.v4.new_markdown_cell(_cut_note(cut, "this cell's text")))
+        elif kind == "code":
+            count = cell.get("execution_count")
+            new = nbformat.v4.new_code_cell(source + (f"\n# {_cut_note(cut, 'this cell')}" if cut else ""),
+                                            execution_count=count if _integer(count) else None)
+            new.outputs = _outputs(cell.get("outputs"), budget)
+            cells.append(new)
+        # raw cells: nbconvert's HTML leaves them out
+    return nbformat.v4.new_notebook(cells=cells, metadata={"language_info": {"name": "python"}})
+
+
+def _outputs(outputs, budget: list[int]) -> list:
+    import nbformat
+    kept, left_out = [], 0
+    for output in outputs if isinstance(outputs, list) else []:
+        if not isinstance(output, dict):
+            continue
+        if budget[0] <= 0:
+            left_out += 1
+            continue
+        new, notes = _output(output)
+        if new is not None:
+            kept.append(new)
+            budget[0] -= _OUTPUT_COST + _size(new)
+        kept += [nbformat.v4.new_output("stream", name="stdout", text=f"[{note}]\n") for note in notes]
+    if left_out:
+        kept.append(nbformat.v4.new_output("stream", name="stdout", text=(
+            f"[{left_out} more output(s) of this cell left out of the PDF: it prints {PDF_MAX_TOTAL:,} characters "
+            "of outputs at most]\n")))
+    return kept
+
+
+def _output(output) -> tuple[object | None, list[str]]:
+    """One output as the PDF shows it, and the notes on what was cut or left out of it."""
+    import nbformat
+    kind, notes = output.get("output_type"), []
+    if kind == "stream":
+        text, cut = _cut(_text(output.get("text")))
+        notes += [_cut_note(cut, "this output")] if cut else []
+        return nbformat.v4.new_output("stream", name="stderr" if output.get("name") == "stderr" else "stdout",
+                                      text=text), notes
+    if kind == "error":
+        traceback = output.get("traceback")
+        lines = "\n".join(line for line in traceback if isinstance(line, str)) if isinstance(traceback, list) else ""
+        lines, cut = _cut(lines)
+        notes += [_cut_note(cut, "this traceback")] if cut else []
+        return nbformat.v4.new_output("error", ename=_cut(_text(output.get("ename")))[0],
+                                      evalue=_cut(_text(output.get("evalue")))[0], traceback=[lines]), notes
+    if kind not in ("display_data", "execute_result"):
+        return None, notes
+    data, metadata = {}, {}
+    given, given_metadata = _dict(output.get("data")) or {}, _dict(output.get("metadata")) or {}
+    for mime in _PRINTED:
+        value = _text(given.get(mime))
+        if mime not in given or not value:
+            continue
+        if mime.startswith("image/"):
+            if len(value) > PDF_MAX_IMAGE:
+                notes.append(f"an image of {len(value) * 3 / 4 / 2**20:.1f} MB left out of the PDF: it prints "
+                             f"images up to {PDF_MAX_IMAGE * 3 / 4 / 2**20:.1f} MB")
+                continue
+            if mime != "image/svg+xml" and not _base64(value):
+                notes.append(f"an {mime} output left out of the PDF: its data is not base64")
+                continue
+            if mime in _RASTER:
+                sizes = {**given_metadata, **(_dict(given_metadata.get(mime)) or {})}
+                numbers = {k: round(sizes[k]) for k in ("width", "height") if _number(sizes.get(k))}
+                if numbers:
+                    metadata[mime] = numbers
+        else:
+            value, cut = _cut(value)
+            notes += [_cut_note(cut, f"this output's {mime}")] if cut else []
+        data[mime] = value
+    if not data:
+        return None, notes
+    if kind == "execute_result":
+        count = output.get("execution_count")
+        return nbformat.v4.new_output(kind, data=data, metadata=metadata,
+                                      execution_count=count if _integer(count) else None), notes
+    return nbformat.v4.new_output(kind, data=data, metadata=metadata), notes
+
+
+def _text(value) -> str:
+    """A notebook's text field: a string, or a list of strings (nbformat's multiline form); else ''."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "".join(value)
+    return ""
+
+
+def _dict(value) -> dict | None:
+    return value if isinstance(value, dict) else None
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+    """A width or height nbconvert may write into an <img>: a positive number of pixels."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 10_000
+
+
+def _base64(value) -> bool:
+    import re
+    return isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9+/=\s]*", value) is not None
+
+
+def _cut(text: str) -> tuple[str, int]:
+    """`text` cut at PDF_MAX_TEXT characters, and how many were cut."""
+    return (text, 0) if len(text) <= PDF_MAX_TEXT else (text[:PDF_MAX_TEXT], len(text) - PDF_MAX_TEXT)
+
+
+def _cut_note(cut: int, what: str) -> str:
+    return (f"{cut:,} more characters of {what} cut here: the PDF prints the first {PDF_MAX_TEXT:,} characters "
+            "of an output or a cell")
+
+
+def _size(output) -> int:
+    return sum(len(v) for v in (output.get("text"), *(output.get("data") or {}).values(), *output.get("traceback", []))
+               if isinstance(v, str))
+
+
+# HTML from Markdown and outputs --------------------------------------------------------------------
+
+_CLEANER = []  # bleach's Cleaner, made on first use (bleach is imported only for a PDF)
+
+
 def _clean_html(html) -> str:
     """HTML rendered from a notebook's Markdown or outputs, with only PDF_TAGS and PDF_ATTRIBUTES left,
-    and links and images only to the web or inline data (no file: URLs)."""
-    import bleach
-    return bleach.clean(str(html), tags=PDF_TAGS, attributes=PDF_ATTRIBUTES,
-                        protocols=["http", "https", "mailto", "data"], strip=True)
+    links only to the web, images only inline (data:image/...), width and height numbers only; an image
+    whose source is anything else (a file's path, a file: or web URL) becomes its alt text."""
+    if not _CLEANER:
+        import bleach
+        from bleach.html5lib_shim import Filter
+
+        class ImagesAsText(Filter):
+            """<img> whose source the attributes' check dropped: its alt text, marked as left out."""
+
+            def __iter__(self):
+                for token in super().__iter__():
+                    if (token["type"] in ("StartTag", "EmptyTag") and token["name"] == "img"
+                            and (None, "src") not in token["data"]):
+                        alt = token["data"].get((None, "alt"), "")
+                        yield {"type": "Characters", "data": f"[image not printed{': ' + alt if alt else ''}: "
+                                                             "only images inside the notebook are]"}
+                    else:
+                        yield token
+
+        _CLEANER.append(bleach.sanitizer.Cleaner(tags=PDF_TAGS, attributes=_allowed_attribute,
+                                                 protocols=["http", "https", "mailto", "data"], strip=True,
+                                                 filters=[ImagesAsText]))
+    return _CLEANER[0].clean(str(html))
+
+
+def _allowed_attribute(tag: str, name: str, value: str) -> bool:
+    import re
+    if name not in PDF_ATTRIBUTES["*"] + PDF_ATTRIBUTES.get(tag, []):
+        return False
+    if tag == "img" and name == "src":
+        return re.match(r"data:image/(png|jpeg|gif|webp|svg\+xml)[;,]", value) is not None
+    if tag == "a" and name == "href":
+        return value.startswith(("http://", "https://", "mailto:"))
+    if name in ("width", "height", "colspan", "rowspan"):
+        return re.fullmatch(r"\d{1,5}%?", value.strip()) is not None
+    return True
 
 
 def written_pdf(notebook: str | Path) -> Path | None:
