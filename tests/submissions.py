@@ -1148,7 +1148,11 @@ show it (each case above is graded through Gradescope's entry point by tests/tes
   results.json's `extra_data.sandbox` (staff only) says which mode ran: `box`, `partial` or
   `fallback` (test_sandbox: a thread whose leader called pthread_exit is charged to its cell, stopped
   at its CPU limit and ended; a kernel reaches no other grading's sockets; a kernel out of memory is
-  ended and grading goes on; a virtual environment inside a closed repository grades).
+  ended and grading goes on; a virtual environment inside a closed repository grades; and, graded as a
+  course meets them through `build.py grade` (tests/test_isolation.py): a hollow notebook subscribing
+  to every Jupyter socket in reach beside an honest grading (-j 2) hears nothing and scores 0, and a
+  pthread_exit survivor left to plant an untrained fit() in the next grading of its user (-j 1) is
+  ended and reported, the honest notebook keeping its marks and test MAE).
 - *Without namespaces or cgroups* (Gradescope's container may refuse both; `CGCNN_SANDBOX=fallback`
   imitates it): the grading user, RLIMIT_NPROC, RLIMIT_AS (4 GB per process) and RLIMIT_FSIZE, the
   0700 socket folder, processes found and killed by uid through /proc (a leader that exited with live
