@@ -221,17 +221,19 @@ def test_a_hollow_notebook_that_attacks_the_grader_scores_nothing(tmp_path):
     assert build.scores(results) == S.zero()
     assert not os.path.exists(S.PICKLE_MARKER) or os.stat(S.PICKLE_MARKER).st_uid != 0
     assert sandbox.processes(sandbox.ensure_user().pw_uid) == []
-    assert "Ended" in results["output"], results["output"]
+    # the forger's SIGKILL to its ancestors ends, in a box, the box's own init and with it the kernel (and
+    # all the cells after); without one, the grader ends the detached forger and says so
+    assert ("Ended" if not BOXED else "The kernel died") in results["output"], results["output"]
 
 
 @pytest.mark.grading
 def test_the_solution_scores_full_marks_and_a_table_of_labels_changes_nothing(tmp_path):
-    solution = _grade(tmp_path, S.Case("solution", "determinism", "", None, S.full()))
+    solution = _grade(tmp_path, S.Case("solution", "determinism", "", None, S.full(), recipe="full"))
     assert build.scores(solution) == S.full(), solution
     assert 0 < solution["extra_data"]["test_mae"] < 0.09
     cheat = _grade(tmp_path, S.Case("lookup", "adversarial", "", S.edits(
         S.replace("def train_epoch", S.STEP, ""), S._lookup_table(), S.insert(S.CHECK_4B, S.RETRAIN_AFTER_CHECK)),
-        S.full(q4b=0)))
+        S.full(q4b=0), recipe="full"))
     assert build.scores(cheat) == S.full(q4b=0)
     assert S.UNTRAINED in cheat["tests"][-1]["output"], "the untrained model's own MAE is what counts"
 
