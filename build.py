@@ -70,7 +70,7 @@ MARGIN = 1.5  # full credit up to 1.5 times the worst solution seed's test MAE
 # What a calibration measured, besides the master's cells that 4b's model depends on and the support
 # module's code they call (build.fingerprint): the grader's CGCNN, which computes the test MAE, and
 # the data set (training, validation and held-out crystals, their labels, the element embedding).
-MEASURED_BY = {"cgcnn_grading/reference.py": ["batch", "cgcnn_forward"]}  # what grade.py and scoring.py call
+MEASURED_BY = {"cgcnn_grading/heldout.py": ["load", "_collate", "model_for", "mae"]}  # what scoring calls
 CALIBRATION_DATA = "data/perovskites"
 # What a failed build leaves for reading (git-ignored): one folder per step, replaced at its next failure.
 FAILURES = ROOT / "build-failures"
@@ -360,7 +360,7 @@ def with_seed(nb, seed: int):
     return nb
 
 
-def execute(notebook: Path, timeout: int = 1800) -> "nbformat.NotebookNode":
+def execute(notebook: Path, term: str = "", timeout: int = 1800) -> "nbformat.NotebookNode":
     """Run a notebook top to bottom in its own directory, on one torch thread as graded and with
     PORTABLE_KERNELS, so that the same commit gives the same outputs on every CPU kind measured (see
     `keep_if_equivalent` for others), without its export cell (which would grade the notebook as saved
@@ -372,7 +372,17 @@ def execute(notebook: Path, timeout: int = 1800) -> "nbformat.NotebookNode":
     nb.cells = [c for c in nb.cells if "grader.export(" not in c.source]
     # Its own support module and data first: a PYTHONPATH naming assignment/ would otherwise give the
     # kernel that copy of cgcnn_utils, whose data directory holds the held-out crystals.
-    env = dict(os.environ, **PORTABLE_KERNELS, PYTHONPATH=str(notebook.parent.resolve()))
+    # assignment/ after it, for the startup file that gives the hidden tests `solution` and `seeded`
+    # (cgcnn_grading.master_tests.define_in_notebook): otter runs them in this notebook too.
+    from cgcnn_grading.master_tests import TERM_VARIABLE
+    ipython = Path(tempfile.mkdtemp(prefix="cgcnn-ipython-"))
+    startup = ipython / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-master-tests.py").write_text(
+        "from cgcnn_grading.master_tests import define_in_notebook\ndefine_in_notebook(globals())\n"
+        "del define_in_notebook\n")
+    env = dict(os.environ, **PORTABLE_KERNELS, PYTHONPATH=f"{notebook.parent.resolve()}:{ASSIGNMENT}",
+               IPYTHONDIR=str(ipython), **{TERM_VARIABLE: term})
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(notebook.parent)}})
     try:
@@ -384,6 +394,8 @@ def execute(notebook: Path, timeout: int = 1800) -> "nbformat.NotebookNode":
         place = in_master(failed[0].source) if failed else "one of its cells"
         raise BuildError(f"executing {notebook.name} failed: {err.ename}: {_one_line(err.evalue)[:300]} in {place}\n"
                          f"  the notebook as executed, with the traceback: {_shown(kept / notebook.name)}") from None
+    finally:
+        shutil.rmtree(ipython, ignore_errors=True)
     return normalise(nb)
 
 
@@ -521,6 +533,130 @@ def grading_settings(student_nb, points: dict[str, float], mae_full: float, term
         raise BuildError(f"the student notebook's check cells {sorted(checks)} do not match its parts {sorted(points)}")
     export = [c.source.strip() for c in student_nb.cells if c.cell_type == "code" and "grader.export(" in c.source]
     return Settings(NAME, points, checks, export, mae_full, dataclasses.asdict(cgcnn_utils.GRAPH), term).dump()
+
+
+SOLUTION_TAG = "otter_assign_solution_cell"  # otter assign's tag on the solution notebook's solution cells
+
+
+def solution_module(solution_nb) -> str:
+    """The master's solution code as a module for the grader (cgcnn_grading.master_tests.SOLUTION_MODULE):
+    the functions and classes of the solution notebook's solution cells, each name defined once, after
+    the notebook's import statements that they use. Hidden tests take their expected values from it."""
+    definitions, defined, used = [], {}, set()
+    for index, cell in enumerate(solution_nb.cells):
+        if cell.cell_type != "code" or SOLUTION_TAG not in cell.metadata.get("tags", []):
+            continue
+        lines = cell.source.splitlines()
+        for node in ast.parse(_ipython(cell.source)).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                if node.name in defined:
+                    raise BuildError(f"{in_master(cell.source)} defines {node.name}, as {defined[node.name]} does: "
+                                     "the solution must define each name once (the grader's copy of the solution "
+                                     "could not say which one the tests mean)")
+                defined[node.name] = in_master(cell.source)
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                definitions.append(_without_markers(lines[first - 1:node.end_lineno]))
+                used |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+    imports = []
+    for cell in solution_nb.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(_ipython(cell.source))
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound = {(a.asname or a.name).split(".")[0] for a in node.names}
+                text = ast.unparse(node)
+                if bound & used and text not in imports:
+                    imports.append(text)
+    header = ('"""The master notebook\'s solution code (written by build.py from its solution cells): the hidden '
+              'tests\' expected values, computed in the grading process."""')
+    return "\n\n".join([header, "\n".join(imports)] + definitions) + "\n"
+
+
+def _without_markers(lines: list[str]) -> str:
+    """Solution code without otter's markers: the # BEGIN / # END SOLUTION comments and the prompt
+    blocks (the student version's `raise NotImplementedError`, kept in a string)."""
+    kept, prompt = [], False
+    for line in lines:
+        marker = line.strip()
+        if marker.startswith('""" # BEGIN PROMPT'):
+            prompt = True
+        elif prompt:
+            prompt = not marker.startswith('""" # END PROMPT')
+        elif not re.fullmatch(r"# (BEGIN|END) SOLUTION( NO PROMPT)?", marker):
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def check_tests(tests_dir: Path, points: dict[str, float]) -> None:
+    """The master's tests as otter wrote them: every autograded part has tests, public tests take none
+    of the names only the grader gives (master_tests.RESERVED: a student's notebook has none), and a
+    part's tests' points add up to the part's."""
+    from cgcnn_grading.master_tests import RESERVED, defined, load
+    from cgcnn_grading.settings import MAE_QUESTION
+    for path in sorted(tests_dir.glob("*.py")):
+        names = defined(path)
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise BuildError(f"part {path.stem} has two tests named {repeated[0]} ({test_cell(path.stem, repeated[0])} and another): "
+                             "otter would keep only the last; give each test function its own name")
+    parts = load(tests_dir)
+    for question, worth in points.items():
+        part = parts.get(question)
+        if part is None or not part.tests:
+            raise BuildError(f"part {question} has no tests in the master notebook: add a test cell between its "
+                             "# BEGIN TESTS and # END TESTS (docs/writing-tests.md)")
+        for test in part.tests:
+            reserved = [p for p in test.parameters if p in RESERVED]
+            if reserved and not test.hidden:
+                raise BuildError(f"{question}'s public test {test.name} ({test_cell(question, test.name)}) takes {', '.join(reserved)}, "
+                                 "which only the grader gives: public tests also run in the student's notebook, "
+                                 "where there is no solution. Make it hidden (hidden: true) or compare with fixed "
+                                 "values")
+        total = sum(t.points for t in part.tests)
+        if question != MAE_QUESTION and not math.isclose(total, worth, abs_tol=1e-9):
+            raise BuildError(f"{question}'s tests are worth {total:g} points together ("
+                             f"{', '.join(f'{t.name} {t.points:g}' for t in part.tests)}), the part {worth:g}: set "
+                             "the points of its TEST CONFIGs to add up to the question's points")
+
+
+def test_cell(question: str, name: str) -> str:
+    """Where part `question`'s test function `name` is defined in the master notebook."""
+    import nbformat
+    master = nbformat.read(MASTER, as_version=4)
+    part = None
+    for index, cell in enumerate(master.cells):
+        found = re.search(r"^name: (\w+)", cell.source, re.M) if cell.cell_type == "raw" and "BEGIN QUESTION" in cell.source else None
+        part = found.group(1) if found else part
+        if part == question and cell.cell_type == "code" and re.search(rf"^def {re.escape(name)}\(", cell.source, re.M):
+            return where(master, index)
+    return f"the test cell defining {name}"
+
+
+def check_proof(results: dict, tests_dir: Path, unwritten: dict | None = None) -> None:
+    """Grading the solution reported every test of the master by name, each passed; and grading the
+    unwritten student notebook (`unwritten`) failed every test that takes a name of the notebook's:
+    a test that passes without the student's code cannot fail, and is refused."""
+    from cgcnn_grading.master_tests import RESERVED, load
+    reported = (results.get("extra_data") or {}).get("tests") or {}
+    for question, part in load(tests_dir).items():
+        for test in part.tests:
+            verdict = (reported.get(question) or {}).get(test.name)
+            kind = "hidden" if test.hidden else "public"
+            if verdict is None:
+                raise BuildError(f"grading the solution did not run {question}'s {kind} test {test.name} "
+                                 f"({test_cell(question, test.name)}): the autograder would not score it")
+            if verdict != "passed":
+                raise BuildError(f"the solution fails {question}'s {kind} test {test.name} ({test_cell(question, test.name)}): "
+                                 f"{verdict.removeprefix('failed: ')}")
+            if unwritten is None or not [p for p in test.parameters if p not in RESERVED]:
+                continue
+            if ((unwritten.get("extra_data") or {}).get("tests") or {}).get(question, {}).get(test.name) == "passed":
+                raise BuildError(f"{question}'s {kind} test {test.name} ({test_cell(question, test.name)}) passes on the "
+                                 "student notebook as released, before any part is written: it cannot fail")
 
 
 def finish_zip(path: Path, extra: dict[str, bytes]) -> None:
@@ -685,10 +821,14 @@ def assemble(tmp: Path, thresholds: dict, term: str = "") -> tuple[Path, Path]:
     zips = sorted((dist / "autograder").glob(f"{NAME}-autograder_*.zip"))
     if len(zips) != 1:
         raise BuildError(f"expected one autograder zip from otter assign, found {len(zips)}")
+    from cgcnn_grading.master_tests import SOLUTION_MODULE
     student = nbformat.read(dist / "student" / MASTER.name, as_version=4)
     points = question_points(nbformat.read(master, as_version=4))
+    check_tests(dist / "autograder" / "tests", points)
     settings = grading_settings(student, points, thresholds["mae_full"], term)
-    finish_zip(zips[0], {"grading.json": settings.encode(), HELDOUT: json.dumps(heldout, indent=0).encode()})
+    solution = solution_module(nbformat.read(dist / "autograder" / MASTER.name, as_version=4))
+    finish_zip(zips[0], {"grading.json": settings.encode(), HELDOUT: json.dumps(heldout, indent=0).encode(),
+                         SOLUTION_MODULE: solution.encode()})
     nbformat.write(normalise(student), dist / "student" / MASTER.name)
     return zips[0], dist
 
@@ -772,8 +912,16 @@ def build(term: str = "") -> None:
             raise BuildError(f"the solution scores {score:g}/{possible:g}:\n  {failure(results, errors)}\n"
                              f"  the grading's results (results.json, {EXECUTED}: the notebook as graded, with its "
                              f"outputs; grader.log) are kept in {_shown(kept)}/")
-        print(f"solution scores {score:g}/{possible:g}; executing the solution notebook ...")
-        executed = execute(solution_nb)
+        print(f"solution scores {score:g}/{possible:g}; grading the student notebook as released (every test must "
+              "fail before its part is written) ...")
+        unwritten = grade(zip_path, dist / "student" / MASTER.name, tmp / "grade-student")
+        check_proof(results, dist / "autograder" / "tests", unwritten)
+        earned = sum(t.get("score", 0) for t in unwritten["tests"])
+        if earned:
+            raise BuildError(f"the student notebook as released scores {earned:g} points before any part is written: "
+                             f"{failure(unwritten)[:600]}")
+        print("the unwritten notebook scores 0; executing the solution notebook ...")
+        executed = execute(solution_nb, term)
         out = {name: tmp / "out" / name for name in ("student", "solutions", "autograder")}
         shutil.copytree(dist / "student", out["student"])
         shutil.copy(ASSIGNMENT / "student_requirements.txt", out["student"] / "requirements.txt")

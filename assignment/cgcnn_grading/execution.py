@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
@@ -33,7 +34,7 @@ from nbclient.exceptions import DeadKernelError
 from traitlets import Any as AnyTrait
 
 from cgcnn_kernel import MIME, SETUP
-from . import sandbox, wire
+from . import remote, sandbox, wire
 from .settings import Limits
 
 IGNORE_TAG = "otter_ignore"  # cells otter's grading skips; the notebook tags Part 5 to 7 with it
@@ -51,20 +52,17 @@ KERNEL_CHOICES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR")
 
 @dataclass
 class Probe:
-    """The grader's questions for one part, asked in place of the cell `after` (or at the end)."""
+    """The grader's work for one part, done in place of the cell `after` (or at the end): `run(ask)`
+    talks to the kernel through `ask(request) -> raw answer` (see cgcnn_kernel) and returns what
+    scoring needs (the part's verdicts, the trained model)."""
 
     name: str
-    requests: list[dict]
+    run: Callable[[Callable[[dict], dict]], object]
     after: str | None = None
+    reads_training: bool = False  # it reads what the cells before it trained (the model), not only definitions
 
     def source(self) -> str:
-        text = json.dumps({"probe": self.name, "requests": self.requests}, separators=(",", ":"))
-        return f"import cgcnn_kernel; cgcnn_kernel.probe({text!r})"
-
-    @property
-    def reads_training(self) -> bool:
-        """Whether it reads what the cells before it trained (the model), not only definitions."""
-        return any(r.get("op") == "trained_model" for r in self.requests)
+        return f"# the grader's tests of {self.name} ran here, in the grading process"
 
 
 def budget(limits: Limits) -> str:
@@ -83,6 +81,7 @@ class Outcome:
     missing: dict[str, str] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)  # time limits, a kernel that died, ...
     stopped: list[str] = field(default_factory=list)  # the time-limit messages alone
+    requests: dict[str, int] = field(default_factory=dict)  # per part: requests to the kernel
     notebook: nbformat.NotebookNode | None = None
     cpu_seconds: float = 0.0
 
@@ -133,6 +132,10 @@ class Watchdog(threading.Thread):
         with self.lock:
             self.cell = {"label": label, "cpu": cpu, "wall": wall, "why": why, "start": time.monotonic(),
                          "cpu0": self.box.cpu_seconds(), "fired": None, "stop": None}
+
+    def stopped(self) -> str | None:
+        with self.lock:
+            return self.cell and self.cell["stop"]
 
     def disarm(self) -> str | None:
         with self.lock:
@@ -240,10 +243,20 @@ def run(nb: nbformat.NotebookNode, box: sandbox.Box, probes: list[Probe], limits
                         label = f"the check of {name}" if name else "the grader's setup"
                         watchdog.arm(label, None, min(limits.check_seconds, left), "time limit")
                     refused = len(client.kc.session.refused)
-                    try:
-                        client.execute_cell(cell, index)
-                    except DeadKernelError:
-                        dead = f"the kernel died while running {label}"
+                    if kind == "probe":
+                        deadline = time.monotonic() + min(limits.check_seconds, left)
+                        ask = _asker(client, index, name, watchdog)
+                        try:
+                            outcome.answers[name] = item.run(ask, deadline)
+                        except remote.LinkBroken as err:
+                            outcome.missing[name] = str(err)
+                        dead = dead or ask.dead
+                        outcome.requests[name] = ask.count
+                    else:
+                        try:
+                            client.execute_cell(cell, index)
+                        except DeadKernelError:
+                            dead = f"the kernel died while running {label}"
                     stop = watchdog.disarm()
                     refused = client.kc.session.refused[refused:]
                     if refused:  # dropped undecoded: the kernel sent what the grader does not read
@@ -257,18 +270,8 @@ def run(nb: nbformat.NotebookNode, box: sandbox.Box, probes: list[Probe], limits
                     elif dead:
                         outcome.events.append(f"{dead[0].upper()}{dead[1:]} (out of memory, or os._exit?): "
                                               "the cells and checks after it could not run.")
-                    if name:
-                        found = [o["data"][MIME] for o in cell.outputs if o.get("output_type") == "display_data"
-                                 and isinstance(o.get("data", {}).get(MIME), dict)
-                                 and o["data"][MIME].get("probe") == name]
-                        if found and isinstance(found[-1].get("answers"), dict):
-                            outcome.answers[name] = found[-1]["answers"]
-                        elif refused and not stop and not dead:
-                            outcome.missing[name] = (f"the kernel's answers were refused ({refused[-1]}): the "
-                                                     "grader's probe, cgcnn_kernel, sends nothing of the kind")
-                        else:
-                            outcome.missing[name] = stop or dead or _why_no_answers(cell)
-                        _elide_answers(cell)
+                    if name and name not in outcome.answers and name not in outcome.missing:
+                        outcome.missing[name] = stop or dead or "the check gave no answers"
             finally:
                 watchdog.done.set()
                 outcome.cpu_seconds = box.cpu_seconds()
@@ -294,16 +297,50 @@ def _reap(km) -> None:
         pass
 
 
-def _elide_answers(cell) -> None:
-    """The probe's answers (4b's: megabytes of parameters and batches) left out of the notebook as
-    executed, which is kept for reading; they are already read."""
-    for output in cell.outputs:
-        if MIME in output.get("data", {}):
-            output["data"] = {"text/plain": "(the probe's answers, read by the grader)"}
+class _Asker:
+    """ask(request) for one part's probe: one cell of the grader's in the kernel per request
+    (`cgcnn_kernel.serve`), its answer read from the cell's output of type MIME. Raises
+    remote.LinkBroken once the part's check was stopped, the kernel died or its answer never came."""
+
+    def __init__(self, client, index: int, name: str, watchdog: Watchdog):
+        self.client, self.index, self.name, self.watchdog = client, index, name, watchdog
+        self.count = 0
+        self.dead: str | None = None
+
+    def __call__(self, request: dict) -> dict:
+        if self.dead:
+            raise remote.LinkBroken(self.dead)
+        stop = self.watchdog.stopped()
+        if stop:
+            raise remote.LinkBroken(stop)
+        self.count += 1
+        tag = f"{self.name}/{self.count}"
+        text = json.dumps({"probe": tag, "request": request}, separators=(",", ":"))
+        cell = nbformat.v4.new_code_cell(f"import cgcnn_kernel; cgcnn_kernel.serve({text!r})")
+        self.client.__dict__.setdefault("_sizes", {})[self.index] = 0
+        refused = len(self.client.kc.session.refused)
+        try:
+            self.client.execute_cell(cell, self.index, store_history=False)
+        except DeadKernelError:
+            self.dead = f"the kernel died while running the check of {self.name}"
+            raise remote.LinkBroken(self.dead) from None
+        stop = self.watchdog.stopped()
+        if stop:
+            raise remote.LinkBroken(stop)
+        found = [o["data"][MIME] for o in cell.outputs if o.get("output_type") == "display_data"
+                 and isinstance(o.get("data", {}).get(MIME), dict) and o["data"][MIME].get("probe") == tag]
+        if found and isinstance(found[-1].get("answer"), dict):
+            return found[-1]["answer"]
+        refused = self.client.kc.session.refused[refused:]
+        if refused:
+            raise remote.LinkBroken(f"the kernel's answers were refused ({refused[-1]}): the grader's probe, "
+                                    "cgcnn_kernel, sends nothing of the kind")
+        errors = [o for o in cell.outputs if o.get("output_type") == "error"]
+        if errors:
+            raise remote.LinkBroken(f"the check could not run: {errors[-1].get('ename')}: "
+                                    f"{str(errors[-1].get('evalue'))[:300]}")
+        raise remote.LinkBroken("the check gave no answers (did the notebook replace the grader's probe, cgcnn_kernel?)")
 
 
-def _why_no_answers(cell) -> str:
-    errors = [o for o in cell.outputs if o.get("output_type") == "error"]
-    if errors:
-        return f"the check could not run: {errors[-1].get('ename')}: {errors[-1].get('evalue')}"
-    return "the check gave no answers (did the notebook replace the grader's probe?)"
+def _asker(client, index: int, name: str, watchdog: Watchdog) -> _Asker:
+    return _Asker(client, index, name, watchdog)

@@ -3,7 +3,8 @@ the probes, score the answers. Gradescope's entry point (`run_otter.py`, see `ma
 grade` and the build's own check of the solution all come here.
 
 The autograder's folder holds what the submission must never reach: `grading.json` (settings),
-`heldout.json` (the held-out crystals and their labels), this package (the checks and references),
+`heldout.json` (the held-out crystals and their labels), the master's tests (tests/) and solution
+code (master_solution.py), this package,
 and otter's files/ (the support module and data shipped to the kernel). Before the kernel starts,
 that folder, the results folder and the upload are made root's alone, the kernel's box holds none
 of them (where namespaces work), and the grading user is shown (by trying, as that user inside its
@@ -24,8 +25,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 
-from . import execution, reference, sandbox, scoring
-from .checks import checks as all_checks
+from . import execution, heldout as heldout_set, master_tests, remote, sandbox, scoring, wire
 from .settings import MAE_QUESTION, Settings
 
 HELDOUT = "heldout.json"
@@ -83,26 +83,31 @@ def read_notebook(path: Path, assignment: str) -> nbformat.NotebookNode:
     return nb
 
 
-def probes(settings: Settings, checks) -> list[execution.Probe]:
+def probes(settings: Settings, parts: dict[str, master_tests.Part], solution, seeded) -> list[execution.Probe]:
+    """One probe per part, at the part's check cell: the part's tests, run here against stand-ins of the
+    notebook's objects; 4b's probe also reads the trained model."""
     out = []
     for question in settings.points:
-        requests = [r for c in checks if c.question == question for r in c.requests]
-        if question == MAE_QUESTION:
-            requests.append({"id": "model", "op": "trained_model"})
-        out.append(execution.Probe(question, requests, settings.check_cells.get(question)))
+        part = parts.get(question)
+
+        def run(ask, deadline, part=part, question=question) -> scoring.PartAnswers:
+            link = remote.Link(ask, deadline)
+            found = scoring.PartAnswers(master_tests.run_part(part, link, solution, seeded) if part else [])
+            if question == MAE_QUESTION:
+                try:
+                    found.model = link.request("trained")[0]  # as decoded: arrays stay arrays
+                except remote.SubmissionRaised as err:
+                    found.model_error = str(err)
+                except (remote.LinkBroken, wire.Refused) as err:
+                    found.model_error = f"{err}"
+            try:
+                link.request("release")  # the kernel forgets this part's objects
+            except (remote.LinkBroken, wire.Refused, remote.SubmissionRaised):
+                pass
+            return found
+        out.append(execution.Probe(question, run, settings.check_cells.get(question),
+                                   reads_training=question == MAE_QUESTION))
     return out
-
-
-def heldout_set(path: Path, embedding: dict, graph: dict) -> scoring.Heldout:
-    """The held-out crystals as the grader's CGCNN reads them, built here from their CIFs."""
-    import warnings
-    from pymatgen.core import Structure
-    entries = json.loads(path.read_text())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # CIF parsing notes about rounded occupancies
-        structures = [Structure.from_str(entries[i]["cif"], fmt="cif") for i in sorted(entries)]
-    inputs = reference.batch(structures, embedding, graph["radius"], graph["max_num_nbr"], graph["step"])
-    return scoring.Heldout(inputs, np.array([float(entries[i]["label"]) for i in sorted(entries)]))
 
 
 def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_name: str = sandbox.USER) -> Report:
@@ -115,8 +120,9 @@ def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_n
     notebook = read_notebook(find_notebook(upload), settings.assignment)
     embedding = json.loads((source / "files" / "data" / "atom_init.json").read_text())
     embedding = {int(z): np.asarray(v, dtype=np.float32) for z, v in embedding.items()}
-    checks = all_checks(embedding, settings.term)
-    heldout = heldout_set(source / HELDOUT, embedding, settings.graph)
+    solution = master_tests.load_solution(source, embedding)
+    parts = master_tests.load(source / master_tests.TESTS_DIR)
+    heldout = heldout_set.load(source / HELDOUT, solution, settings.graph)
 
     with sandbox.grading_user(user_name) as user:
         scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
@@ -136,13 +142,14 @@ def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_n
             with sandbox.Box(user, work, kernel_dir, sockets, settings.limits) as box:
                 print(f"grading sandbox: {box.mode} ({box.describe()})", file=sys.stderr)
                 sandbox.cannot_read(box, [source, source / HELDOUT, upload, *secret])
-                outcome = execution.run(notebook, box, probes(settings, checks), settings.limits,
-                                        skip=set(settings.skip_cells))
+                outcome = execution.run(notebook, box, probes(settings, parts, solution,
+                                                              master_tests.seeded_factory(settings.term)),
+                                        settings.limits, skip=set(settings.skip_cells))
                 boxed = box.describe()
         finally:
             sandbox.end_all(user.pw_uid)
             shutil.rmtree(scratch, ignore_errors=True)
-    results = scoring.score(settings, checks, outcome.answers, outcome.missing, heldout, outcome.events)
+    results = scoring.score(settings, parts, outcome.answers, outcome.missing, heldout, solution, outcome.events)
     # the time-limit stops, for the course's own tools (build.py grade's status): not parsed from the text
     results.setdefault("extra_data", {})["stopped"] = list(outcome.stopped)
     # staff-only (Gradescope never shows extra_data to students): which sandbox ran, its memory peak

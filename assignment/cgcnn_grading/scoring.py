@@ -1,139 +1,139 @@
-"""Verdicts and points, computed in the grading process from the kernel's answers: every part all or
-nothing over its checks, part 4b in tiers of its test-set MAE; and the results.json Gradescope reads.
+"""Points, computed in the grading process from the verdicts of the master's tests (master_tests):
+every part all or nothing over its tests (or by its tests' points, where its test file says so), part
+4b in tiers of its test-set MAE (heldout); and the results.json Gradescope reads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import reference, wire
-from .checks import GRADER_FAILED, Answers, Check, JudgeError
+from . import heldout as heldout_set
+from .master_tests import Part, Test, Verdict
+from .wire import Tensor
 from .settings import FORWARD_PARTS, MAE_QUESTION, MAE_TIERS, Settings
 
-
-@dataclass(frozen=True)
-class Heldout:
-    """The held-out crystals as the grader's CGCNN reads them (reference.batch) and their labels."""
-
-    inputs: dict
-    labels: np.ndarray  # eV/atom, in the order of the crystals in `inputs`
-
-MESSAGE_CHARS = 600  # of one failed check's message: enough to act on, never a page of arrays
 # Gradescope shows these entries (points, hidden verdicts, the test MAE) only once the course staff
 # publish the grades: before that a submission cannot be used to probe the hidden tests or the test set.
 PUBLISHED = "after_published"
 # Never shown to students, published or not: the grader's own failures, for the course staff.
 STAFF = "hidden"
 STAFF_ENTRY = "grader errors (course staff only)"
-HELDOUT_ATOMS = 256  # atoms per chunk of the held-out set in the reference CGCNN: bounded memory
+UNREAD = ("the trained model could not be read: the probe's answer lacks the model's parameters, pooling or "
+          "normalizer; keep `model` the CGCNN you trained and `normalizer` the notebook's Normalizer")
 
 
-def _verdicts(checks: list[Check], raw: dict | None, missing: str | None,
-              staff: list[str] | None = None) -> list[tuple[Check, str | None]]:
-    """Each check of one part with its failure, as a line a student can read (None: it passed). A part
-    whose answers were never captured fails its first check with the reason. Where the grader itself
-    failed, the student reads GRADER_FAILED and the failure is appended to `staff`."""
-    if raw is None:
-        return [(checks[0], f"not checked: {missing}")] if checks else []
-    out, staff = [], [] if staff is None else staff
-    for check in checks:
-        try:
-            check.judge(Answers(raw))
-            out.append((check, None))
-        except AssertionError as err:
-            if isinstance(err, JudgeError):
-                staff.append(err.detail)
-            message = str(err).strip()[:MESSAGE_CHARS] or "(no message)"
-            where = f"a hidden test ({check.summary})" if check.hidden else check.name
-            out.append((check, f"{where}: {message}"))
-        except Exception as err:  # noqa: BLE001 - a judge must not crash grading, nor show its exception
-            staff.append(f"{check.question} {check.name}: {type(err).__name__}: {err}"[:2000])
-            out.append((check, f"{check.name}: {GRADER_FAILED}"))
-    return out
+@dataclass
+class PartAnswers:
+    """What one part's probe learnt: each test's verdict, and for 4b the trained model (the kernel's
+    decoded answer) or why it could not be read."""
+
+    verdicts: list[Verdict] = field(default_factory=list)
+    model: dict | None = None
+    model_error: str | None = None
 
 
-def _public_entry(question: str, verdicts: list[tuple[Check, str | None]], checks: list[Check],
-                  not_checked: str | None) -> dict:
-    """What a student sees at once: the public checks' verdicts, as the notebook's own tests give them.
-    The hidden checks' verdicts and the part's points wait for publication (PUBLISHED), so that the
+def _verdicts(tests: list[Test], answers: PartAnswers | None, missing: str | None) -> list[Verdict]:
+    """Each test of one part with its verdict; a part whose probe never ran fails every test with the reason."""
+    if answers is None:
+        return [Verdict(test, f"not checked: {missing}") for test in tests]
+    return answers.verdicts
+
+
+def _line(verdict: Verdict) -> str:
+    test = verdict.test
+    where = f"a hidden test ({test.summary})" if test.hidden else test.name
+    return f"{where}: {verdict.message}"
+
+
+def _public_entry(question: str, verdicts: list[Verdict], not_checked: str | None) -> dict:
+    """What a student sees at once: the public tests' verdicts, as the notebook's own tests give them.
+    The hidden tests' verdicts and the part's points wait for publication (PUBLISHED), so that the
     hidden tests cannot be probed by resubmitting."""
-    lines = [message or f"{check.name}: passed" for check, message in verdicts if not check.hidden]
-    hidden = sum(check.hidden for check in checks)
+    lines = [_line(v) if v.message else f"{v.test.name}: passed" for v in verdicts if not v.test.hidden]
+    hidden = sum(v.test.hidden for v in verdicts)
     if hidden:
-        lines.append(f"{hidden} hidden check{'s' if hidden > 1 else ''}: {'their' if hidden > 1 else 'its'} verdict and "
+        lines.append(f"{hidden} hidden test{'s' if hidden > 1 else ''}: {'their' if hidden > 1 else 'its'} verdict and "
                      "this part's points are shown when grades are published.")
-    failed = any(message for check, message in verdicts if not check.hidden)
-    if not_checked:  # the answers never reached the grader: say why, whichever check would have said it
+    failed = any(v.message for v in verdicts if not v.test.hidden)
+    if not_checked:  # the answers never reached the grader: say why, whichever test would have said it
         lines, failed = [f"not checked: {not_checked}"], True
     return {"name": f"{question} (public checks)", "visibility": "visible", "status": "failed" if failed else "passed",
             "output": "\n".join(lines) or "This part has no public checks."}
 
 
-def heldout_mae(raw: dict | None, missing: str | None, heldout: "Heldout") -> tuple[float | None, str]:
-    """The test-set MAE of the trained model as the probe captured it at 4b's check, or None and why
-    not: its parameters, pooling and normalizer evaluated in the grader's own CGCNN (reference.py) on
-    the grader's own graphs of the held-out crystals. Nothing the kernel computes is a prediction."""
-    if raw is None:
+def part_points(part: Part | None, verdicts: list[Verdict], points: float) -> float:
+    """All or nothing (the part's test file says so), or the share of its tests' points that passed."""
+    if not verdicts:
+        return 0.0
+    failed = [v for v in verdicts if v.message]
+    if part is None or part.all_or_nothing or not sum(v.test.points for v in verdicts):
+        return 0.0 if failed else float(points)
+    share = sum(v.test.points for v in verdicts if not v.message) / sum(v.test.points for v in verdicts)
+    return float(points) * share
+
+
+def heldout_mae(answers: PartAnswers | None, missing: str | None, heldout, solution) -> tuple[float | None, str]:
+    """The test-set MAE of the trained model as 4b's probe read it, or None and why not: its parameters,
+    pooling and normalizer in the master's CGCNN (heldout.model_for) on the grader's own graphs of the
+    held-out crystals. Nothing the kernel computes is a prediction."""
+    if answers is None:
         return None, missing or "the check did not run"
-    unread = ("the trained model could not be read: the probe's answer lacks the model's parameters, pooling or "
-              "normalizer; keep `model` the CGCNN you trained and `normalizer` the notebook's Normalizer")
+    if answers.model is None:
+        return None, f"the trained model could not be read: {answers.model_error}" if answers.model_error else UNREAD
+    model = answers.model
     try:
-        model = Answers(raw)["model"]
         state, pool = model["state"], model.get("pool")
         mean, std = (float(x) for x in model["normalizer"])
-        if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
-            return None, unread
-    except AssertionError as err:  # our own message: an exception in the kernel, a refused answer
-        return None, f"the trained model could not be read: {err}"
+        if not isinstance(state, dict) or not all(isinstance(v, (np.ndarray, Tensor)) for v in state.values()):
+            return None, UNREAD
     except (KeyError, TypeError, ValueError, AttributeError):
-        return None, unread
-    conv = "gated" if any(".fc_full." in k for k in state) else "shared" if any(".fc_neighbor." in k for k in state) else "none"
+        return None, UNREAD
+    state = {k: getattr(v, "array", v) for k, v in state.items()}
     pool = {"mean_pool": "mean", "max_pool": "max"}.get(pool if isinstance(pool, str) else None)
     if pool is None:
         return None, f"the model's pool must be mean_pool or max_pool, not {str(model.get('pool'))[:80]!r}"
-    inputs = heldout.inputs
     try:  # shapes first: nothing is computed with a state that is not the notebook's network
-        reference.check_state(state, conv, np.shape(inputs["atom_fea"])[-1], np.shape(inputs["nbr_fea"])[-1])
-    except reference.StateError as err:
+        network = heldout_set.model_for(state, pool, solution, heldout.batches[0][0].shape[-1], heldout.edge_features)
+    except heldout_set.StateError as err:
         return None, f"the model's parameters do not fit the CGCNN of the notebook: {err}"
-    state = {k: v.astype(np.float64) for k, v in state.items()}
-    with np.errstate(all="ignore"):
-        predictions = np.concatenate([reference.cgcnn_forward(state, **part, conv=conv, pool=pool)
-                                      for part in reference.split_batch(inputs, HELDOUT_ATOMS)]) * std + mean
-    if not np.all(np.isfinite(predictions)):
+    mae = heldout_set.mae(network, heldout, mean, std)
+    if mae is None:
         return None, "the model's predictions for the held-out crystals are not all finite numbers"
-    return float(np.mean(np.abs(predictions - heldout.labels))), ""
+    return mae, ""
 
 
-def score(settings: Settings, checks: list[Check], answers: dict, missing: dict,
-          heldout: Heldout, events: list[str]) -> dict:
-    """results.json for Gradescope. Per part, two entries: the public checks' verdicts, visible at once,
-    and the part's points with every verdict (hidden checks named by what they test, never their
+def score(settings: Settings, parts: dict[str, Part], answers: dict[str, PartAnswers], missing: dict,
+          heldout, solution, events: list[str]) -> dict:
+    """results.json for Gradescope. Per part, two entries: the public tests' verdicts, visible at once,
+    and the part's points with every verdict (hidden tests named by what they test, never their
     source), visible once grades are published. 4b's visible entry gives its tier, never the test MAE
-    (no oracle to tune on): the MAE is the staff's, in `extra_data`, and the student's after publication."""
-    tests, extra, failed, staff = [], {}, [], []
+    (no oracle to tune on): the MAE is the staff's, in `extra_data`, and the student's after publication.
+    extra_data.tests names every test of the master with its verdict (the build's proof reads it)."""
+    tests, extra, failed, staff, report = [], {}, [], [], {}
     for question, points in settings.points.items():
-        raw, why = answers.get(question), missing.get(question, "the check did not run")
-        problem = wire.answers_problem(raw) if raw is not None else None
-        if problem:  # measured before anything of it is decoded
-            raw, why = None, f"the answers of this part's check were refused: {problem}"
-        part_checks = [c for c in checks if c.question == question]
-        verdicts = _verdicts(part_checks, raw, why, staff)
-        failures = [message for _, message in verdicts if message]
+        part = parts.get(question)
+        got, why = answers.get(question), missing.get(question, "the check did not run")
+        verdicts = _verdicts(part.tests if part else [], got, why)
+        staff += [v.staff for v in verdicts if v.staff]
+        report[question] = {v.test.name: "passed" if v.message is None else f"failed: {v.message}"[:300]
+                            for v in verdicts}
+        failures = [_line(v) for v in verdicts if v.message]
         if question == MAE_QUESTION:
             network = [q for q in failed if q in FORWARD_PARTS]
-            got, output, seen = _mae_points(settings, failures, network, raw, why, heldout, extra)
+            earned, output, seen = _mae_points(settings, failures, network, got, why, heldout, solution, extra)
             tests.append({"name": f"{question} (tier)", "visibility": "visible",
-                          "status": "passed" if got == points else "failed", "output": seen})
+                          "status": "passed" if earned == points else "failed", "output": seen})
         else:
-            got = 0.0 if failures else float(points)
-            output = "All checks passed." if not failures else "\n".join(failures)
-            tests.append(_public_entry(question, verdicts, part_checks, why if raw is None else None))
-        failed += [question] if failures else []
-        tests.append({"name": question, "score": got, "max_score": float(points), "visibility": PUBLISHED,
+            earned = part_points(part, verdicts, points)
+            output = ("All tests passed." if not failures else "\n".join(failures)) if verdicts else \
+                "This part has no tests: the autograder cannot score it (ask the course staff)."
+            tests.append(_public_entry(question, verdicts, why if got is None else None))
+        failed += [question] if failures or not verdicts else []
+        tests.append({"name": question, "score": earned, "max_score": float(points), "visibility": PUBLISHED,
                       "output": output})
+    extra["tests"] = report
     if staff:  # the grader's own failures: the course staff's alone (never after_published)
         extra["grader_errors"] = staff
         tests.append({"name": STAFF_ENTRY, "visibility": STAFF, "output": "\n\n".join(staff)})
@@ -143,7 +143,7 @@ def score(settings: Settings, checks: list[Check], answers: dict, missing: dict,
             "visibility": "visible", "stdout_visibility": "hidden"}
 
 
-def _mae_points(settings, failures, network, raw, why, heldout, extra) -> tuple[float, str, str]:
+def _mae_points(settings, failures, network, answers, why, heldout, solution, extra) -> tuple[float, str, str]:
     """4b's points, the full account (published) and what the student sees before: the tier only."""
     if failures:
         text = "Not scored: a check of this part failed.\n" + "\n".join(failures)
@@ -153,7 +153,7 @@ def _mae_points(settings, failures, network, raw, why, heldout, extra) -> tuple[
                 f"network only when parts {', '.join(FORWARD_PARTS)} pass; {', '.join(network)} did not. "
                 "Fix that part and your model's test MAE counts.")
         return 0.0, text, text
-    mae, reason = heldout_mae(raw, why, heldout)
+    mae, reason = heldout_mae(answers, why, heldout, solution)
     if mae is None:
         return 0.0, f"Not scored: {reason}", f"Not scored: {reason}"
     extra["test_mae"] = mae

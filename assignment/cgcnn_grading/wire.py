@@ -6,13 +6,14 @@ Two layers, both refusing before they decode or allocate:
                      deeper than MESSAGE_DEPTH (counted on its bytes, strings skipped) is never
                      JSON-decoded; it is dropped, and the reason kept in `refused` for the results
                      (a frame nested 5,000 deep made json.loads raise RecursionError in the grader)
-    decode           one probe answer: JSON numbers, strings, lists and dicts; {"__ndarray__": base64
-                     .npy} whose header (magic, version, dtype, shape, size) is checked before the
-                     array exists, then loaded with allow_pickle=False; {"__error__": text} and
-                     {"__repr__": type name} as they are. Any other tag ("__structure__", "__tensor__",
-                     "__global__", ...) is refused: the grader never builds objects the data names
-                     (pymatgen's from_dict goes through monty, which imports modules and constructs
-                     classes named in the data).
+    decode           one answer: JSON numbers, strings and lists; {"__ndarray__": base64 .npy} whose
+                     header (magic, version, dtype, shape, size) is checked before the array exists,
+                     then loaded with allow_pickle=False; tensors (an array and three plain fields),
+                     tuples, dicts as key-value pairs, non-finite floats, and handles (a number and a
+                     type's name) for objects that stay in the kernel. Any other tag or object
+                     ("__structure__", "__global__", a plain JSON object, ...) is refused: the grader
+                     never builds objects the data names (pymatgen's from_dict goes through monty,
+                     which imports modules and constructs classes named in the data).
 
 A refusal raises `Refused` with a sentence that names the problem; nothing of it is an exception
 text of the grader's own.
@@ -25,6 +26,7 @@ import binascii
 import io
 import math
 import re
+from dataclasses import dataclass
 
 import numpy as np
 from jupyter_client.session import Session
@@ -41,7 +43,7 @@ NPY_HEADER_BYTES = 10_000  # numpy's own default limit for a .npy header
 # Numbers only: bool, signed and unsigned integers, floats of at most 8 bytes (no object, string,
 # void, structured, datetime or complex arrays)
 DTYPE_KINDS = "biuf"
-TAGS = ("__ndarray__", "__error__", "__repr__")
+TAGS = ("__ndarray__", "__tensor__", "__tuple__", "__dict__", "__float__", "__handle__")
 REFUSED = "cgcnn_refused"  # msg_type of a refused message's stand-in: no cell's, so every client ignores it
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included, in linear time
@@ -113,14 +115,14 @@ class GuardedSession(Session):
 
 
 # ---------------------------------------------------------------------------------------------
-# Probe answers
+# Answers
 # ---------------------------------------------------------------------------------------------
 
 def answers_problem(raw) -> str | None:
-    """Why one probe's answers ({request id: answer}) must not be decoded (too deep, too large, not
-    JSON data), or None: measured without recursion."""
+    """Why one answer of the kernel ({"value": ...} or {"__error__": ...}) must not be decoded (too
+    deep, too large, not JSON data), or None: measured without recursion."""
     if not isinstance(raw, dict):
-        return "its answers are not a table of answers by request"
+        return "its answer is not a JSON object"
     stack, total = [(raw, 1)], 0
     while stack:
         value, depth = stack.pop()
@@ -142,10 +144,44 @@ def answers_problem(raw) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Tensor:
+    """A tensor the kernel returned: its values, whether it requires a gradient there, whether it is a
+    leaf, and the kernel's handle for it (for backpropagation) when it requires one."""
+
+    array: np.ndarray
+    requires_grad: bool
+    leaf: bool
+    handle: int | None
+
+
+@dataclass(frozen=True)
+class Handle:
+    """An object that stays in the kernel: its number there, its type's name (a class: its own name)."""
+
+    id: int
+    type: str
+    kind: str  # "class" or "object"
+
+
+@dataclass(frozen=True)
+class Raised:
+    """An exception the submission's code raised: its type's name and its text, as text."""
+
+    type: str
+    message: str
+
+
+def _fields(value: dict, tag: str, allowed: set) -> None:
+    extra = set(value) - allowed - {tag}
+    if extra:
+        raise Refused(f"its {tag} object has the unexpected field {sorted(map(str, extra))[0][:40]!r}")
+
+
 def decode(value, depth: int = 0):
-    """One answer as plain data: numbers, strings, lists, dicts, numpy arrays (checked, see
-    `decode_array`), and {"__error__": text} or {"__repr__": type name} as they are. Raises Refused
-    for anything else."""
+    """One answer's value as data: JSON numbers, strings and lists; numpy arrays (checked, see
+    `decode_array`); tuples, dicts (from key-value pairs), non-finite floats; Tensor and Handle.
+    Raises Refused for anything else, a plain JSON object included."""
     if depth > ANSWER_DEPTH:
         raise Refused(f"it is nested more than {ANSWER_DEPTH} levels deep")
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -154,18 +190,60 @@ def decode(value, depth: int = 0):
         return [decode(v, depth + 1) for v in value]
     if not isinstance(value, dict):
         raise Refused(f"it holds a {type(value).__name__}, which is not JSON data")
-    tags = [k for k in value if isinstance(k, str) and k.startswith("__") and k.endswith("__")]
-    if not tags:
-        return {k: decode(v, depth + 1) for k, v in value.items()}
-    tag = tags[0]
-    if tag not in TAGS or len(value) != 1:
-        raise Refused(f"it is an object tagged {tag[:40]!r}; answers are numbers, strings, lists, dicts and "
-                      "numeric arrays only")
+    tag = next((k for k in value if k in TAGS), None)
+    if tag is None:
+        shown = next(iter(value), "")
+        raise Refused(f"it is an object (keys {str(shown)[:40]!r}, ...); answers are numbers, strings, lists, arrays "
+                      "and the tagged values of cgcnn_kernel only")
+    body = value[tag]
     if tag == "__ndarray__":
-        return decode_array(value[tag])
-    if not isinstance(value[tag], str):
-        raise Refused(f"its {tag} is not a text")
-    return {tag: value[tag]}
+        _fields(value, tag, set())
+        return decode_array(body)
+    if tag == "__tensor__":
+        _fields(value, tag, {"requires_grad", "leaf", "handle"})
+        handle = value.get("handle")
+        if not (isinstance(value.get("requires_grad"), bool) and isinstance(value.get("leaf"), bool)
+                and (handle is None or (type(handle) is int and handle > 0))):
+            raise Refused("its tensor's requires_grad, leaf or handle is not of its kind")
+        return Tensor(decode_array(body), value["requires_grad"], value["leaf"], handle)
+    if tag == "__tuple__":
+        _fields(value, tag, set())
+        if not isinstance(body, list):
+            raise Refused("its tuple is not a list")
+        return tuple(decode(v, depth + 1) for v in body)
+    if tag == "__dict__":
+        _fields(value, tag, set())
+        if not (isinstance(body, list) and all(isinstance(p, list) and len(p) == 2 for p in body)):
+            raise Refused("its dict is not a list of key-value pairs")
+        out = {}
+        for key, item in body:
+            key = decode(key, depth + 1)
+            if not (key is None or isinstance(key, (bool, int, float, str))):
+                raise Refused("its dict has a key that is not a number or a string")
+            out[key] = decode(item, depth + 1)
+        return out
+    if tag == "__float__":
+        _fields(value, tag, set())
+        if body not in ("nan", "inf", "-inf"):
+            raise Refused("its __float__ is not nan, inf or -inf")
+        return float(body)
+    if tag == "__handle__":
+        _fields(value, tag, {"type", "kind"})
+        if not (type(body) is int and body > 0 and isinstance(value.get("type"), str)
+                and value.get("kind") in ("class", "object")):
+            raise Refused("its handle is not a number with a type name and kind")
+        return Handle(body, value["type"][:80], value["kind"])
+    raise Refused(f"it is an object tagged {tag}, which answers do not hold")
+
+
+def raised(value) -> Raised | None:
+    """The exception an answer reports ({"__error__": {"type", "message"}}), or None."""
+    if not (isinstance(value, dict) and "__error__" in value):
+        return None
+    error = value["__error__"]
+    if not (isinstance(error, dict) and isinstance(error.get("type"), str) and isinstance(error.get("message"), str)):
+        raise Refused("its __error__ is not a type name and a message")
+    return Raised(error["type"][:80], error["message"][:2000])
 
 
 def decode_array(text) -> np.ndarray:

@@ -1,0 +1,198 @@
+"""The master notebook's tests, run in the grading process: one place for every test, public or hidden.
+
+The build's `otter assign` writes each part's test cells (otter's exception format: `# BEGIN TESTS`,
+a TEST CONFIG with `points` and `hidden`) into the autograder's `tests/<part>.py`; the grader loads
+them with otter's own `ExceptionTestFile` and calls each test function here, never in the kernel.
+A test's arguments are resolved by name:
+
+    solution     the master's own solution code (`SOLUTION_MODULE`, written by the build from the
+                 master's code cells: its imports, functions and classes), with the grader's copy of
+                 the element `embedding`: expected values for hidden tests
+    seeded       seeded(seed) -> numpy Generator: a hidden test's random inputs, with the course term's
+                 name mixed in (`python build.py --term NAME`), so that one term's leaked inputs and
+                 answers are not the next term's
+    any other    the notebook's variable of that name, as a stand-in (`remote`); None where the
+                 notebook does not define it, as otter passes it
+
+In the student's notebook the public tests run as otter runs them, on the real objects; they may not
+take `solution` or `seeded` (the build refuses). In the build's own run of the solution notebook,
+`define_in_notebook` gives the kernel both names (the notebook's own definitions are the solution).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import json
+import os
+import traceback
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import remote, wire
+
+SOLUTION_MODULE = "master_solution.py"  # in the autograder's top level, beside this package
+TESTS_DIR = "tests"  # otter's test files in the autograder
+RESERVED = ("solution", "seeded")
+TERM_VARIABLE = "CGCNN_TERM"  # the build's run of the solution: the term, for define_in_notebook
+# What a student reads when a test fails inside the grader's own code (not an assertion, not the
+# submission's exception): the details go to the course staff alone.
+GRADER_FAILED = ("the grader could not run this test to the end (a failure on the grader's side, reported to the "
+                 "course staff): check that the function returns what the task asks (type, shape, dtype); if it "
+                 "does, ask the course staff")
+MESSAGE_CHARS = 600
+
+
+@dataclass(frozen=True)
+class Test:
+    """One test of one part, as the master wrote it."""
+
+    question: str
+    name: str
+    hidden: bool
+    points: float
+    function: object  # the test function
+    summary: str  # what a failing hidden test tells the student: its docstring, never its source
+
+    @property
+    def parameters(self) -> list[str]:
+        return list(inspect.signature(self.function).parameters)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    test: Test
+    message: str | None  # None: passed
+    staff: str | None = None  # the grader's own failure, for the course staff
+
+
+@dataclass(frozen=True)
+class Part:
+    """A part's test file: its tests, and whether it scores all or nothing."""
+
+    question: str
+    tests: list[Test]
+    all_or_nothing: bool
+
+
+def load(folder: Path) -> dict[str, Part]:
+    """The parts' tests from otter's test files in `folder` (the autograder's tests/)."""
+    from otter.test_files import ExceptionTestFile
+    parts = {}
+    for path in sorted(Path(folder).glob("*.py")):
+        test_file = ExceptionTestFile.from_file(str(path))
+        # named by their functions (otter numbers unnamed tests: "q1a - 1")
+        tests = [Test(test_file.name, case.body.test_func.__name__, bool(case.hidden), float(case.points or 0),
+                      case.body.test_func, summary(case.body.test_func, case.failure_message))
+                 for case in test_file.test_cases]
+        parts[test_file.name] = Part(test_file.name, tests, bool(test_file.all_or_nothing))
+    return parts
+
+
+def defined(path: Path) -> list[str]:
+    """The test functions a test file defines, in order, repeated names included: otter keeps only the
+    last function of a name (the build refuses a repeated one)."""
+    import ast
+    tree = ast.parse(Path(path).read_text())
+    return [node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.decorator_list]
+
+
+def summary(function, failure_message: str | None = None) -> str:
+    """A hidden test's description for students: its failure_message, else its docstring's first
+    paragraph, else its name."""
+    text = failure_message or (inspect.getdoc(function) or "").split("\n\n")[0]
+    return " ".join(text.split()) or function.__name__.removeprefix("test_").replace("_", " ")
+
+
+def seeded_factory(term: str = ""):
+    """seeded(seed): the random inputs of a hidden test, from its seed and the course term's name."""
+    mix = int.from_bytes(hashlib.sha256(term.encode()).digest()[:8], "big") if term else None
+
+    def seeded(seed: int) -> np.random.Generator:
+        return np.random.default_rng(seed if mix is None else [seed, mix])
+    return seeded
+
+
+def load_solution(source: Path, embedding: dict) -> types.ModuleType:
+    """The master's solution code, as the build wrote it into the autograder, with the grader's own
+    element embedding ({Z: float32 vector})."""
+    spec = importlib.util.spec_from_file_location("master_solution", Path(source) / SOLUTION_MODULE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.embedding = embedding
+    return module
+
+
+def define_in_notebook(namespace: dict) -> None:
+    """The build's run of the solution notebook: `solution` (the notebook's own definitions) and
+    `seeded` (the term in CGCNN_TERM) for the hidden tests that otter runs in that notebook."""
+    namespace["solution"] = _Namespace(namespace)
+    namespace["seeded"] = seeded_factory(os.environ.get(TERM_VARIABLE, ""))
+
+
+class _Namespace:
+    """Attribute reads of a dict: the notebook's namespace as `solution`."""
+
+    def __init__(self, namespace: dict):
+        self._namespace = namespace
+
+    def __getattr__(self, name: str):
+        try:
+            return self._namespace[name]
+        except KeyError:
+            raise AttributeError(f"the solution defines no {name!r}") from None
+
+
+def run_part(part: Part, link: remote.Link, solution, seeded) -> list[Verdict]:
+    """Each test of `part`, called here with its arguments resolved (see the module's docstring)."""
+    names = sorted({p for t in part.tests for p in t.parameters if p not in RESERVED})
+    verdicts = []
+    try:
+        notebook, missing = remote.standins(link, names)
+    except (remote.LinkBroken, wire.Refused, remote.SubmissionRaised) as err:
+        return [Verdict(test, f"not checked: {err}") for test in part.tests]
+    for test in part.tests:
+        args = {p: solution if p == "solution" else seeded if p == "seeded" else notebook[p] for p in test.parameters}
+        verdicts.append(_verdict(test, args, [m for m in missing if m in test.parameters]))
+    return verdicts
+
+
+def _verdict(test: Test, args: dict, missing: list[str]) -> Verdict:
+    undefined = (f" (your notebook does not define {', '.join(missing)}: did the cell that defines "
+                 f"{'it' if len(missing) == 1 else 'them'} raise an error?)") if missing else ""
+    try:
+        test.function(**args)
+        return Verdict(test, None)
+    except remote.LinkBroken as err:
+        return Verdict(test, f"not checked: {err}")
+    except wire.Refused as err:
+        return Verdict(test, f"the kernel's answer was refused: {err} (the grader's probe, cgcnn_kernel, sends "
+                             "nothing else: do not change it)")
+    except remote.SubmissionRaised as err:
+        return Verdict(test, f"your code raised {type(err).type_name}: {_short(str(err))}{undefined}")
+    except AssertionError as err:
+        return Verdict(test, (_short(str(err)) or "(no message)") + undefined)
+    except Exception as err:  # noqa: BLE001 - the test's own code failed on what it was given
+        detail = "".join(traceback.format_exception(type(err), err, err.__traceback__, limit=-4))[-2000:]
+        if missing:
+            return Verdict(test, f"{type(err).__name__}: {_short(str(err))}{undefined}")
+        return Verdict(test, GRADER_FAILED, f"{test.question} {test.name}: {detail}")
+
+
+def _short(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 3] + "..."
+
+
+def report(verdicts: dict[str, list[Verdict]]) -> dict:
+    """Every test by name with its verdict, for the course staff and the build's proof."""
+    return {question: {v.test.name: "passed" if v.message is None else f"failed: {v.message}"[:300]
+                       for v in part} for question, part in verdicts.items()}
+
+
+def dumps(verdicts: dict[str, list[Verdict]]) -> str:
+    return json.dumps(report(verdicts), indent=1)
