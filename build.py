@@ -17,8 +17,11 @@
                                  as Gradescope does; a CSV to import (`python build.py grade -h`)
 
 The build stages the master notebook with the student copy of the data (no held-out labels) in a
-temporary directory, runs `otter assign` there, grades the solution with the new autograder zip,
-executes the solution notebook, and only then replaces the three release directories.
+temporary directory, runs `otter assign` there (the master's test cells become the autograder's
+tests/, its solution cells master_solution.py), grades the solution with the new autograder zip
+(every test of the master must be reported by name and pass), grades the student notebook as
+released (every test must fail), executes the solution notebook, and only then replaces the three
+release directories (docs/writing-tests.md).
 """
 
 from __future__ import annotations
@@ -632,15 +635,13 @@ def test_cell(question: str, name: str) -> str:
         found = re.search(r"^name: (\w+)", cell.source, re.M) if cell.cell_type == "raw" and "BEGIN QUESTION" in cell.source else None
         part = found.group(1) if found else part
         if part == question and cell.cell_type == "code" and re.search(rf"^def {re.escape(name)}\(", cell.source, re.M):
-            return where(master, index)
+            return f"the test cell of {question} defining {name}, cell {index} of {MASTER.name}"
     return f"the test cell defining {name}"
 
 
-def check_proof(results: dict, tests_dir: Path, unwritten: dict | None = None) -> None:
-    """Grading the solution reported every test of the master by name, each passed; and grading the
-    unwritten student notebook (`unwritten`) failed every test that takes a name of the notebook's:
-    a test that passes without the student's code cannot fail, and is refused."""
-    from cgcnn_grading.master_tests import RESERVED, load
+def check_solution_tests(results: dict, tests_dir: Path) -> None:
+    """Grading the solution reported every test of the master by name, each passed."""
+    from cgcnn_grading.master_tests import load
     reported = (results.get("extra_data") or {}).get("tests") or {}
     for question, part in load(tests_dir).items():
         for test in part.tests:
@@ -652,11 +653,19 @@ def check_proof(results: dict, tests_dir: Path, unwritten: dict | None = None) -
             if verdict != "passed":
                 raise BuildError(f"the solution fails {question}'s {kind} test {test.name} ({test_cell(question, test.name)}): "
                                  f"{verdict.removeprefix('failed: ')}")
-            if unwritten is None or not [p for p in test.parameters if p not in RESERVED]:
-                continue
-            if ((unwritten.get("extra_data") or {}).get("tests") or {}).get(question, {}).get(test.name) == "passed":
-                raise BuildError(f"{question}'s {kind} test {test.name} ({test_cell(question, test.name)}) passes on the "
-                                 "student notebook as released, before any part is written: it cannot fail")
+
+
+def check_tests_can_fail(unwritten: dict, tests_dir: Path) -> None:
+    """Grading the student notebook as released (`unwritten`) failed every test that takes a name of
+    the notebook's: a test that passes without the student's code cannot fail, and is refused."""
+    from cgcnn_grading.master_tests import RESERVED, load
+    reported = (unwritten.get("extra_data") or {}).get("tests") or {}
+    for question, part in load(tests_dir).items():
+        for test in part.tests:
+            if [p for p in test.parameters if p not in RESERVED] and (reported.get(question) or {}).get(test.name) == "passed":
+                raise BuildError(f"{question}'s {'hidden' if test.hidden else 'public'} test {test.name} "
+                                 f"({test_cell(question, test.name)}) passes on the student notebook as released, "
+                                 "before any part is written: it cannot fail")
 
 
 def finish_zip(path: Path, extra: dict[str, bytes]) -> None:
@@ -874,7 +883,7 @@ def calibrated_thresholds() -> dict:
 
 
 def build(term: str = "") -> None:
-    """The three releases; `term` (a course term's name) reseeds the hidden checks' inputs."""
+    """The three releases; `term` (a course term's name) reseeds the hidden tests' inputs."""
     import nbformat
     thresholds = calibrated_thresholds()
     unfilled = sorted(set(re.findall(r"__[A-Z][A-Z0-9_]*__", fill(MASTER.read_text(), thresholds))))
@@ -904,6 +913,11 @@ def build(term: str = "") -> None:
                              f"{', '.join(graded) or 'none'}, not the master's {sum(points.values()):g} for "
                              f"{', '.join(points)} (missing: {missing}):\n  {_one_line(results.get('output', ''))[:600]}"
                              f"\n  the grading's results and log are kept in {_shown(kept)}/")
+        try:
+            check_solution_tests(results, dist / "autograder" / "tests")
+        except BuildError as err:
+            kept = keep_failure("grading", [tmp / "grade" / "results.json", tmp / "grade" / "grader.log"])
+            raise BuildError(f"{err}\n  the grading's results are kept in {_shown(kept)}/") from None
         if not math.isclose(score, possible, abs_tol=1e-6):
             from cgcnn_grading.execution import EXECUTED
             kept = keep_failure("grading", [tmp / "grade" / name for name in ("results.json", EXECUTED, "grader.log")]
@@ -915,7 +929,7 @@ def build(term: str = "") -> None:
         print(f"solution scores {score:g}/{possible:g}; grading the student notebook as released (every test must "
               "fail before its part is written) ...")
         unwritten = grade(zip_path, dist / "student" / MASTER.name, tmp / "grade-student")
-        check_proof(results, dist / "autograder" / "tests", unwritten)
+        check_tests_can_fail(unwritten, dist / "autograder" / "tests")
         earned = sum(t.get("score", 0) for t in unwritten["tests"])
         if earned:
             raise BuildError(f"the student notebook as released scores {earned:g} points before any part is written: "
@@ -2001,9 +2015,9 @@ def install(data: bool = False, pip_options: list[str] = ()) -> None:
 
 
 def term_option(args: list[str]) -> str:
-    """`--term NAME` of the build: the hidden checks' inputs are drawn from a seed derived from NAME
-    (cgcnn_grading.checks._rng), so a term's leaked hidden inputs and answers do not pass the next
-    term's. Anyone with the grader's code and the name can derive them too: pick a name that is not
+    """`--term NAME` of the build: the hidden tests' inputs are drawn from a seed derived from NAME
+    (their `seeded` argument, cgcnn_grading.master_tests.seeded_factory), so a term's leaked hidden
+    inputs and answers do not pass the next term's. Anyone with the grader's code and the name can derive them too: pick a name that is not
     guessable when the code may have leaked."""
     if not args:
         return ""
@@ -2016,8 +2030,9 @@ def term_option(args: list[str]) -> str:
 # commands with options of their own (grade, pdf, data) answer --help with their full usage as well.
 COMMANDS = {
     "build": ("python build.py [--term NAME]", "the three releases (student/, solutions/, autograder/) from "
-              "assignment/: otter assign, the solution graded with the new zip, the solution executed; "
-              "--term NAME reseeds the hidden checks' inputs for a course term", "about 10 minutes"),
+              "assignment/: otter assign, the solution graded with the new zip (every test of the master must run "
+              "and pass), the student notebook graded (every test must fail), the solution executed; "
+              "--term NAME reseeds the hidden tests' inputs for a course term", "about 10 minutes"),
     "install": ("python build.py install [--data] [pip options]", "what the project needs, torch's CPU build "
                 "first on Linux; --data adds CHGNet for `data`", "about 2 minutes"),
     "calibrate": ("python build.py calibrate", "grades the solution with seeds 0 to 2 and the network without "

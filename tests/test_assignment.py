@@ -18,8 +18,9 @@ import build
 POINTS = build.question_points(nbformat.read(build.MASTER, as_version=4))
 NB = build.NB_NAME
 RELEASES = ["student", "solutions", "autograder"]
-# In the autograder zip only: the grader, its checks and references, and the held-out crystals.
-GRADER_ONLY = ["cgcnn_grading/checks.py", "cgcnn_grading/reference.py", "cgcnn_grading/scoring.py", build.HELDOUT]
+# In the autograder zip only: the grader, the master's solution code, and the held-out crystals.
+GRADER_ONLY = ["cgcnn_grading/master_tests.py", "cgcnn_grading/heldout.py", "cgcnn_grading/scoring.py",
+               "master_solution.py", build.HELDOUT]
 question_scores = build.scores
 
 

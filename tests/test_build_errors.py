@@ -4,6 +4,7 @@ kept, a calibration measured on another recipe or data set with the command to r
 is made in a copy of assignment/ (build.ROOT, ASSIGNMENT, MASTER, CALIBRATION and FAILURES point
 into it), so the repository is untouched."""
 
+import copy
 import json
 import re
 import shutil
@@ -177,8 +178,8 @@ def test_a_check_failing_on_the_solution_is_named_with_its_assertion_and_the_res
     message = failure_of(build.build)
     points = build.question_points(nbformat.read(build.MASTER, as_version=4))
     assert message.startswith("the solution scores "), message
-    assert re.search(rf"\n  q2a 0/{points['q2a']:g}:\n +test_small_example: out: got \[\[.*\], expected \[\[.*\]\] "
-                     r"\(within 0\.0001\)", message), message
+    assert re.search(rf"\n  q2a 0/{points['q2a']:g}:\n +test_small_example: got \[\[.*\], expected \[\[.*\]\] "
+                     r"\(within 1e-4\)", message), message
     assert ("AttributeError: type object 'SharedConv' has no attribute 'check_me_later' in the solution cell of q2a "
             "starting `class SharedConv(nn.Module):`") in message, message
     kept = build.ROOT / re.search(r"are kept in (\S+)/", message).group(1)
@@ -203,3 +204,73 @@ def test_an_autograder_that_cannot_grade_fails_the_build_and_replaces_nothing(tr
     assert message.startswith("grading the solution reported "), message
     assert "not the master's 30 for q1a, q1b, q1c, q2a, q2b, q3, q4a, q4b" in message, message
     assert f"(missing: {missing})" in message, message
+
+
+def add_test(question: str, source: str, points: float, hidden: bool = True):
+    """A test cell added to the master's `question`, before its # END TESTS."""
+    def edit(nb):
+        part, at = None, None
+        for index, cell in enumerate(nb.cells):
+            found = re.search(r"^name: (\w+)", cell.source, re.M) if "BEGIN QUESTION" in cell.source else None
+            part = found.group(1) if found else part
+            if part == question and cell.cell_type == "raw" and cell.source.strip() == "# END TESTS":
+                at = index
+                break
+        config = f'""" # BEGIN TEST CONFIG\npoints: {points:g}\nhidden: {str(hidden).lower()}\n""" # END TEST CONFIG\n'
+        nb.cells.insert(at, nbformat.v4.new_code_cell(config + source))
+    edit_master(edit)
+
+
+SCALAR_TEST = """def test_a_scalar_distance(gaussian_expand, solution):
+    \"\"\"One distance, not in an array, gives one row of Gaussians.\"\"\"
+    import numpy as np
+    got, want = np.asarray(gaussian_expand(2.5)), solution.gaussian_expand(2.5)
+    assert got.shape == want.shape, f"shape {got.shape} for one distance, expected {want.shape}"
+"""
+
+
+@pytest.mark.grading
+def test_a_hidden_test_that_the_solution_fails_stops_the_build_naming_it(tree, monkeypatch):
+    """One grading of the solution: the hidden test added to q1c (the otter way, in the master) is run,
+    fails on the solution, and the build stops before executing the solution or replacing a release."""
+    add_test("q1c", SCALAR_TEST.replace("assert got.shape == want.shape", "assert got.shape == (40,)"), 0)
+    stamp_calibration()
+    forbid(monkeypatch, "execute", "_swap")
+    message = failure_of(build.build)
+    assert message.startswith("the solution fails q1c's hidden test test_a_scalar_distance (the test cell of q1c "
+                              "defining test_a_scalar_distance, cell "), message
+    assert "shape (41,) for one distance, expected (41,)" in message, message
+
+
+@pytest.mark.grading
+def test_a_hidden_test_added_in_the_master_is_graded_and_costs_exactly_its_points(tree, tmp_path):
+    """q1c made worth 3 points, not all or nothing, with a third test (1 point, hidden) written in the
+    master: the autograder reports it by name for the solution, and a notebook that breaks only what it
+    tests (a scalar distance) loses exactly that point. Both graded with the short recipe (2 epochs):
+    4b is not what this is about."""
+    def scored_per_test(nb):
+        (config,) = [c for c in nb.cells if c.cell_type == "raw" and "name: q1c" in c.source]
+        config.source = config.source.replace("points: 2", "points: 3").replace("all_or_nothing: true", "all_or_nothing: false")
+    edit_master(scored_per_test)
+    add_test("q1c", SCALAR_TEST, 1)
+    stamp_calibration()
+    thresholds = json.loads(build.CALIBRATION.read_text())["thresholds"]
+    zip_path, dist = build.assemble(tmp_path / "assemble", thresholds)
+    solution = nbformat.read(dist / "autograder" / build.MASTER.name, as_version=4)
+    replace_in(solution, "RADIUS, MAX_NUM_NBR", "BATCH_SIZE, EPOCHS = 64, 60", "BATCH_SIZE, EPOCHS = 64, 2")
+    broken = copy.deepcopy(solution)
+    replace_in(broken, "def gaussian_expand", "d = np.asarray(distances, dtype=np.float64)[..., None]",
+               "d = np.atleast_1d(np.asarray(distances, dtype=np.float64))[..., None]")
+    got = {}
+    for name, nb in (("solution", solution), ("broken", broken)):
+        path = tmp_path / name / build.MASTER.name
+        path.parent.mkdir()
+        nbformat.write(nb, path)
+        got[name] = build.grade(zip_path, path, tmp_path / f"{name}-results")
+    build.check_solution_tests(got["solution"], dist / "autograder" / "tests")  # every test of the master, by name, passed
+    assert got["solution"]["extra_data"]["tests"]["q1c"]["test_a_scalar_distance"] == "passed"
+    assert got["broken"]["extra_data"]["tests"]["q1c"]["test_a_scalar_distance"].startswith(
+        "failed: shape (1, 41) for one distance, expected (41,)")
+    solution_scores, broken_scores = build.scores(got["solution"]), build.scores(got["broken"])
+    assert solution_scores["q1c"] == 3
+    assert broken_scores == {**solution_scores, "q1c": 2}, broken_scores

@@ -45,6 +45,9 @@ GRADER_FAILED = ("the grader could not run this test to the end (a failure on th
                  "course staff): check that the function returns what the task asks (type, shape, dtype); if it "
                  "does, ask the course staff")
 MESSAGE_CHARS = 600
+# What a test's own code raises when the submission's values are not what the task asks (wrong type,
+# shape, length): a failed test, reported to the student, not a grader error.
+USED_WRONGLY = (TypeError, AttributeError, ValueError, IndexError, KeyError, LookupError, ArithmeticError)
 
 
 @dataclass(frozen=True)
@@ -176,10 +179,14 @@ def _verdict(test: Test, args: dict, missing: list[str]) -> Verdict:
         return Verdict(test, f"your code raised {type(err).type_name}: {_short(str(err))}{undefined}")
     except AssertionError as err:
         return Verdict(test, (_short(str(err)) or "(no message)") + undefined)
-    except Exception as err:  # noqa: BLE001 - the test's own code failed on what it was given
+    except USED_WRONGLY as err:
+        # the test's code could not use what the submission gave (None for an array, a list for a
+        # tensor): the submission's mistake, since the build proves every test on the solution
+        # (its type only: the text is the grader's, and could quote what the grader read)
+        return Verdict(test, f"the test could not use what your code gave ({type(err).__name__}): check that it "
+                             f"returns what the task asks (type, shape, dtype){undefined}")
+    except Exception as err:  # noqa: BLE001 - anything else is the grader's own failure
         detail = "".join(traceback.format_exception(type(err), err, err.__traceback__, limit=-4))[-2000:]
-        if missing:
-            return Verdict(test, f"{type(err).__name__}: {_short(str(err))}{undefined}")
         return Verdict(test, GRADER_FAILED, f"{test.question} {test.name}: {detail}")
 
 

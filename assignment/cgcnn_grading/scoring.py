@@ -120,6 +120,8 @@ def score(settings: Settings, parts: dict[str, Part], answers: dict[str, PartAns
         report[question] = {v.test.name: "passed" if v.message is None else f"failed: {v.message}"[:300]
                             for v in verdicts}
         failures = [_line(v) for v in verdicts if v.message]
+        if question == MAE_QUESTION and got is None:
+            failures = []  # the probe never ran: heldout_mae's first line says why (a stopped training)
         if question == MAE_QUESTION:
             network = [q for q in failed if q in FORWARD_PARTS]
             earned, output, seen = _mae_points(settings, failures, network, got, why, heldout, solution, extra)
