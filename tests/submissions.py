@@ -1189,11 +1189,11 @@ show it (each case above is graded through Gradescope's entry point by tests/tes
   `__init__`, at most atom_fea_len 256, n_conv 6, h_fea_len 1024: 18 s and 52 MB of the grader's at
   most) before any arithmetic, and the held-out set is evaluated a few crystals at a time; a
   (500000, 1, 1) `fc_out.bias`, which broadcast and OOM-killed the grader, is refused with what to
-  keep (tests/test_checks.py).
+  keep (tests/test_master_tests.py).
 - *No grader-side exception text in what students see*: where the grader itself raises while judging
   an answer or grading a run, students read a fixed sentence; the exception goes to the staff alone
   (`extra_data.grader_errors`, a `hidden` entry, never `after_published`, the log, and the reason
-  column of `build.py grade`'s CSV) (tests/test_checks.py, tests/test_sandbox.py).
+  column of `build.py grade`'s CSV) (tests/test_master_tests.py, tests/test_sandbox.py).
 - *Gradescope's own files*: `/autograder/submission_metadata.json` (every earlier submission's
   results), `run_autograder` and `setup.sh` are made root's alone and proven unreadable with the
   other private paths (tests/test_sandbox.py).
@@ -1201,14 +1201,15 @@ show it (each case above is graded through Gradescope's entry point by tests/tes
   `+`, `-`, `@`, a tab or a CR gets a leading `'` (OWASP), control characters become `?`, numbers stay
   numbers; each upload's results folder is one plain name inside the results folder (an upload named
   `...ipynb` wrote beside it) (tests/test_bulk_grading.py).
-- *Verdicts*: computed in the grading process from reference code the user cannot read; patching
+- *Verdicts*: the master's tests run in the grading process, against stand-ins of the notebook's
+  objects, with expected values from the master's solution code the user cannot read; patching
   numpy, otter or the probe in the kernel only changes the kernel's own answers (`adv_patched_*`,
   `adv_repatched_before_checks`, `adv_fake_grader`, `adv_overwrites_tests`, `adv_swaps_verdicts_*`;
-  tests/test_checks.py).
-- *What was checked is what is scored*: each part is probed in place of its check cell
+  tests/test_master_tests.py).
+- *What was checked is what is scored*: each part's tests run in place of its check cell
   (`adv_retrains_after_check_*`: a model trained after 4b's check changes nothing).
 - *Part 4b*: the held-out crystals never reach the kernel; the grader predicts them itself with its
-  own CGCNN and the trained parameters, and only when 2b, 3 and 4a show that network to be the
+  own CGCNN (the master's) and the trained parameters, and only when 2b, 3 and 4a show that network to be the
   notebook's (`adv_lookup_table*`: a table of labels sent with or instead of the model changes
   nothing; `q2b_*`, `q3_*`, `q4a_*`: 4b not scored when the network is not the notebook's).
 - *The written questions' PDF* (`python build.py pdf` prints every submission as root): the

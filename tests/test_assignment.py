@@ -143,7 +143,7 @@ def _solution_lines():
 
 
 def _grader_lines(z: zipfile.ZipFile) -> set[str]:
-    """Distinctive code lines of the grader's checks and references (they hold the hidden inputs and
+    """Distinctive code lines of the grader and the master's solution code (they hold the hidden inputs and
     expected values), less those the notebook shows anyway."""
     master = {l.strip() for c in nbformat.read(ASSIGNMENT / NB, as_version=4).cells for l in c.source.splitlines()}
     lines = set()

@@ -1,5 +1,7 @@
-"""The master notebook's own tests, run in-process in seconds: every test passes on the solution and
-fails on the released stub (nbgrader's `validate --invert` idea), before any grading run."""
+"""The master notebook's own tests, run in-process in seconds as otter runs them in a notebook (on
+the real objects; hidden tests with `solution` and `seeded` as the build's run of the solution gives
+them): every test passes on the solution and fails on the released stub (nbgrader's `validate
+--invert` idea), before any grading run."""
 
 import copy
 import inspect
@@ -35,11 +37,13 @@ def _environment(stub: bool, defs=None) -> dict:
     import torch
     from torch import nn
     import cgcnn_utils
+    from cgcnn_grading.master_tests import define_in_notebook
     env = {"np": np, "torch": torch, "nn": nn, "embedding": cgcnn_utils.load_embedding()}
     for source in defs if defs is not None else _cells()[0]:
         if stub:
             source = "\n".join(replace_solutions(source.split("\n"), "python"))
         exec(source, env)
+    define_in_notebook(env)  # the hidden tests' `solution` (this namespace) and `seeded`
     return env
 
 
@@ -63,7 +67,7 @@ def _call(fn, env):
 @pytest.fixture(scope="module")
 def functions():
     fns = _test_functions()
-    assert len(fns) >= 8  # the public tests (the hidden ones are the grader's checks)
+    assert len(fns) >= 15  # the public and hidden tests of parts 1a to 4a
     return fns
 
 
@@ -96,7 +100,8 @@ def _public_tests_by_part() -> dict[str, list]:
     for cell in nbformat.read(NB, as_version=4).cells:
         if cell.cell_type == "raw" and cell.source.startswith("# BEGIN QUESTION"):
             question = re.search(r"name: (\w+)", cell.source).group(1)
-        elif cell.cell_type == "code" and cell.source.startswith('""" # BEGIN TEST CONFIG'):
+        elif cell.cell_type == "code" and cell.source.startswith('""" # BEGIN TEST CONFIG') and \
+                re.search(r"^hidden: false", cell.source, re.M):
             namespace = {}
             exec(cell.source, {"__name__": "tests"}, namespace)
             out.setdefault(question, []).extend(

@@ -17,7 +17,7 @@ MAE_TIERS = [  # (check, MAE limit as a factor of the full-credit threshold, poi
     ("test_mae_within_the_threshold", 1.0, 2),
 ]
 # 4b's predictions are the grader's own: the trained model's parameters, pooling and normalizer
-# evaluated in the reference CGCNN (reference.py) on graphs the grader builds from the held-out
+# evaluated in the master's CGCNN (heldout.py) on graphs the grader builds from the held-out
 # crystals, which never reach the kernel. Those parameters must be the notebook's own network's:
 # 4b is scored only when the parts that make that network pass (a hollow notebook cannot answer
 # with weights trained elsewhere).
@@ -59,7 +59,7 @@ class Settings:
     skip_cells: list[str]  # released cells that grading does not run (the export cell)
     mae_full: float  # 4b: full credit up to this test MAE (eV/atom), from calibration.json
     graph: dict  # the crystal graph's settings (cgcnn_utils.GRAPH): radius, max_num_nbr, step
-    term: str = ""  # the course term whose seed the hidden checks' inputs take ("": the default inputs)
+    term: str = ""  # the course term whose seed the hidden tests' inputs take ("": the default inputs)
     limits: Limits = field(default_factory=Limits)
 
     @classmethod

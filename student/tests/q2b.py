@@ -6,7 +6,7 @@ name = "q2b"
 points = 4
 all_or_nothing = True
 
-@test_case(points=2, hidden=False)
+@test_case(points=1, hidden=False)
 def test_shape_and_symmetry(GatedConv):
     import torch
     torch.manual_seed(1)
@@ -61,6 +61,6 @@ def test_backward(GatedConv):
     except RuntimeError as err:
         if 'inplace' not in str(err):
             raise
-        raise AssertionError(f'backward through GatedConv failed ({err}); an in-place operation on the input (atom_fea += ... or atom_fea.add_(...)) breaks autograd: write out = atom_fea + ...') from None
+        raise AssertionError(f'backward through GatedConv failed: an in-place operation on the input (atom_fea += ... or atom_fea.add_(...)) breaks autograd, and training stops at its first batch; write out = atom_fea + ... instead (torch: {err})') from None
     assert leaf.grad is not None and torch.isfinite(leaf.grad).all(), 'no finite gradient reached the atom features'
 

@@ -26,28 +26,31 @@ def test_shape_and_invariance(CGCNN):
         assert torch.abs(out_p - out).max() < 1e-05, 'the prediction must not depend on how the atoms of a crystal are numbered'
 
 @test_case(points=1, hidden=False)
-def test_small_example(CGCNN):
+def test_small_example(CGCNN, mean_pool, max_pool):
     """The network with no convolution layer (so that only forward's own steps and your pooling count),
-    two crystals of 2 and 3 atoms, weights set by name, each pooling; expected values within 1e-4."""
+    two crystals of 2 and 3 atoms, weights set by name, each pooling: the head applied to your own
+    pooling of the embedded atoms (part 3 tests the pooling itself); expected values within 1e-4."""
     import torch
+    from torch.nn.functional import softplus
     x = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
     crystal_idx = torch.tensor([0, 0, 1, 1, 1])
     nbr_idx, nbr_fea = (torch.tensor([[1], [0], [3], [4], [2]]), torch.zeros(5, 1, 1))
-    expected = {'mean': [-1.1113, -0.574], 'max': [-1.2135, -0.6774]}
-    mistakes = {'the head without its two softplus: it is softplus, conv_to_fc, softplus, fc_out': ([-1.6655, 0.2313], [-1.768, -0.008]), 'the pool option ignored: self.pool is the pooling that `pool` chose': (expected['mean'], expected['mean'])}
-    for k, pool in enumerate(('mean', 'max')):
+    weights = {'embedding.weight': [[0.5, -1.0, 0.2], [0.3, 0.8, -0.6]], 'embedding.bias': [0.1, -0.3], 'conv_to_fc.weight': [[1.2, -0.7], [0.4, 0.9]], 'conv_to_fc.bias': [-0.5, 0.2], 'fc_out.weight': [[0.8, -1.1]], 'fc_out.bias': [0.3]}
+    w = {k: torch.tensor(v) for k, v in weights.items()}
+    embedded = x @ w['embedding.weight'].T + w['embedding.bias']
+    for pool, own_pool in (('mean', mean_pool), ('max', max_pool)):
         model = CGCNN(orig_atom_fea_len=3, nbr_fea_len=1, atom_fea_len=2, h_fea_len=2, conv='none', pool=pool)
+        model.load_state_dict(w)
         with torch.no_grad():
-            model.embedding.weight.copy_(torch.tensor([[0.5, -1.0, 0.2], [0.3, 0.8, -0.6]]))
-            model.embedding.bias.copy_(torch.tensor([0.1, -0.3]))
-            model.conv_to_fc.weight.copy_(torch.tensor([[1.2, -0.7], [0.4, 0.9]]))
-            model.conv_to_fc.bias.copy_(torch.tensor([-0.5, 0.2]))
-            model.fc_out.weight.copy_(torch.tensor([[0.8, -1.1]]))
-            model.fc_out.bias.copy_(torch.tensor([0.3]))
             out = model(x, nbr_fea, nbr_idx, crystal_idx, 2)
+            pooled = own_pool(embedded, crystal_idx, 2)
+            expected = (softplus(softplus(pooled) @ w['conv_to_fc.weight'].T + w['conv_to_fc.bias']) @ w['fc_out.weight'].T + w['fc_out.bias']).squeeze(-1)
+            mistakes = {'the head without its two softplus: it is softplus, conv_to_fc, softplus, fc_out': ((pooled @ w['conv_to_fc.weight'].T + w['conv_to_fc.bias']) @ w['fc_out.weight'].T + w['fc_out.bias']).squeeze(-1)}
+            if pool == 'max':
+                mistakes['the pool option ignored: self.pool is the pooling that `pool` chose'] = (softplus(softplus(mean_pool(embedded, crystal_idx, 2)) @ w['conv_to_fc.weight'].T + w['conv_to_fc.bias']) @ w['fc_out.weight'].T + w['fc_out.bias']).squeeze(-1)
         assert tuple(out.shape) == (2,), f'one prediction per crystal, shape (2,), expected; got {tuple(out.shape)}'
         for mistake, values in mistakes.items():
-            if values[k] != expected[pool]:
-                assert not torch.allclose(out, torch.tensor(values[k]), atol=0.001), f'pool={pool}: got {out.tolist()}: {mistake}'
-        assert torch.allclose(out, torch.tensor(expected[pool]), atol=0.0001), f"pool={pool}: got {out.tolist()}, expected {expected[pool]} (within 1e-4; if part 3's checks fail, fix those first)"
+            if not torch.allclose(values, expected, atol=0.001):
+                assert not torch.allclose(out, values, atol=0.001), f'pool={pool}: got {out.tolist()}: {mistake}'
+        assert torch.allclose(out, expected, atol=0.0001), f'pool={pool}: got {out.tolist()}, expected {expected.tolist()} (within 1e-4, from your own {pool} pooling)'
 
