@@ -461,7 +461,7 @@ SEND_PICKLES = f"""
 """
 SWAP_VERDICTS = """
     # the grader's machinery in this kernel replaced: otter's checker passes everything, and the
-    # grader's probe answers whatever it is asked with zeros
+    # grader's probe answers every request of its tests with a zero
     import sys, types
     import cgcnn_kernel
     fake = types.ModuleType("otter.execute")
@@ -471,7 +471,7 @@ SWAP_VERDICTS = """
             return None
     fake.Checker = Checker
     sys.modules["otter.execute"] = fake
-    cgcnn_kernel.answer = lambda namespace, requests: {r["id"]: 0 for r in requests}
+    cgcnn_kernel.answer = lambda namespace, request: {"value": 0}
 """
 RETRAIN_AFTER_CHECK = """
     # a Question 5 experiment left untagged: a 15-epoch model trained after the check of 4b
@@ -480,8 +480,8 @@ RETRAIN_AFTER_CHECK = """
     cgcnn_utils.fit(model, train_epoch, train_batches, val_batches, normalizer, data.targets, 15, progress=False)
 """
 # Issue 24: answers the grader must read as data, or refuse, without decoding objects or allocating
-# what a header declares; each replaces every answer the probe sends (cgcnn_kernel.answer: a stub's
-# exception is an answer too).
+# what a header declares; each replaces every answer the probe sends (cgcnn_kernel.answer, one per
+# request of the grader's tests: a stub's exception is an answer too).
 STRUCTURE_ANSWER = """
     # every answer a crystal as pymatgen's dict, whose site property names a module and a class: monty's
     # decoder (behind Structure.from_dict, which the grader once ran as root) imports and builds those
@@ -489,7 +489,7 @@ STRUCTURE_ANSWER = """
     from pymatgen.core import Lattice, Structure
     _crystal = Structure(Lattice.cubic(3.9), ["Sr"], [[0, 0, 0]],
                          site_properties={"magmom": [{"@module": "this", "@class": "s", "@version": None}]})
-    cgcnn_kernel.answer = lambda namespace, requests: {r["id"]: {"__structure__": _crystal.as_dict()} for r in requests}
+    cgcnn_kernel.answer = lambda namespace, request: {"value": {"__structure__": _crystal.as_dict()}}
 """
 HUGE_ARRAY_HEADER = """
     # every answer an array whose .npy header declares 64 GiB (2**33 float64) over 16 bytes of data
@@ -498,7 +498,7 @@ HUGE_ARRAY_HEADER = """
     _buffer = io.BytesIO()
     np.lib.format.write_array_header_1_0(_buffer, {"descr": "<f8", "fortran_order": False, "shape": (2**33,)})
     _huge = {"__ndarray__": base64.b64encode(_buffer.getvalue() + bytes(16)).decode()}
-    cgcnn_kernel.answer = lambda namespace, requests: {r["id"]: _huge for r in requests}
+    cgcnn_kernel.answer = lambda namespace, request: {"value": _huge}
 """
 DEEP_MESSAGE = """
     # every answer, and so the message that carries it, 5,000 lists deep: the kernel packs (and signs)
@@ -507,7 +507,7 @@ DEEP_MESSAGE = """
     _session = get_ipython().kernel.session
     _pack = _session.pack
     _session.pack = lambda obj: _pack(obj).replace(b'"DEEP"', b"[" * 5000 + b"]" * 5000)
-    cgcnn_kernel.answer = lambda namespace, requests: {r["id"]: "DEEP" for r in requests}
+    cgcnn_kernel.answer = lambda namespace, request: {"value": "DEEP"}
 """
 STUB_Q1A = "atom_features is not written yet"  # what q1a says of the released stub
 UNTRAINED = "test_mae_within_twice_the_threshold: failed"  # what 4b says of an untrained model
@@ -555,12 +555,12 @@ def _lookup_table(hollow: bool = False) -> Edit:
     code = f"""
         import cgcnn_kernel
         _TABLE = {table!r}
-        _honest = cgcnn_kernel.OPERATIONS["trained_model"]
+        _honest = cgcnn_kernel.OPERATIONS["trained"]
         def _with_table(ns):
             answer = {{}} if {hollow} else _honest(ns)
             answer["predictions"] = _TABLE
             return answer
-        cgcnn_kernel.OPERATIONS["trained_model"] = _with_table
+        cgcnn_kernel.OPERATIONS["trained"] = _with_table
     """
     return insert(TRAINING, code)
 
@@ -847,6 +847,24 @@ CASES: list[Case] = [
          "statistics over all N*M edges", replace("class GatedConv", BN1,
                                                  "gated = self.bn1(gated.transpose(1, 2)).transpose(1, 2)"),
          full()),
+    Case("alt_pool_by_partial", "alternative", "the pool option's functions chosen as functools.partial of one "
+         "pooling function (issue 29: the grader read the pooling's __name__ and refused to score 4b; it now runs "
+         "the model's pool on a test batch)",
+         edits(insert("class CGCNN", """
+                   import functools
+
+                   def _pool(atom_fea, crystal_idx, n_crystals, reduce="mean"):
+                       return (mean_pool if reduce == "mean" else max_pool)(atom_fea, crystal_idx, n_crystals)
+               """, after=False),
+               replace("class CGCNN", 'self.pool = {"mean": mean_pool, "max": max_pool}[pool]',
+                       "self.pool = functools.partial(_pool, reduce=pool)")),
+         full()),
+    Case("alt_check_cell_retyped", "alternative", "4b's check cell typed again with single quotes, and a later "
+         "cell rebinds `model` to an untrained network (issue 29: the typed check was not recognised, and 4b "
+         "scored the untrained model; a cell that is one grader.check call is the check, however written)",
+         edits(insert(CHECK_4B, "model = CGCNN(nbr_fea_len=41)  # a Question 5 experiment, untrained"),
+               replace(CHECK_4B, 'grader.check("q4b")', "grader.check('q4b')")),
+         full(), recipe="full"),
     Case("alt_gradient_clipping", "alternative", "train_epoch with gradient clipping (norm 1)",
          replace("def train_epoch", STEP, "        nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n" + STEP),
          full()),

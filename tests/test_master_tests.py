@@ -528,7 +528,7 @@ def untrained_state() -> dict:
 @functools.cache
 def untrained_mae() -> tuple:
     g = autograder()
-    return scoring.heldout_mae(scoring.PartAnswers(model=untrained_state()), None, g.heldout, g.solution)
+    return scoring.heldout_mae(scoring.PartAnswers(model=untrained_state(), pool="mean"), None, g.heldout, g.solution)
 
 
 def with_state(model: dict, **changed) -> dict:
@@ -563,7 +563,7 @@ def test_the_grader_predicts_the_held_out_crystals_as_the_solution_model_does(gr
     assert np.array_equal(labels, grader.heldout.labels)
     want = np.mean([abs(theirs[i] - y) for i, y in zip(ids, labels)])
     answer = trained_answer({**namespace, "model": model, "normalizer": normalizer})
-    mae, why = scoring.heldout_mae(scoring.PartAnswers(model=answer), None, grader.heldout, grader.solution)
+    mae, why = scoring.heldout_mae(scoring.PartAnswers(model=answer, pool="mean"), None, grader.heldout, grader.solution)
     assert why == "" and mae == pytest.approx(want, abs=1e-5)
     unread = scoring.heldout_mae(scoring.PartAnswers(model_error="there is no trained model"), None, grader.heldout,
                                  grader.solution)
@@ -616,7 +616,7 @@ def test_the_grader_refuses_a_state_that_is_not_the_notebooks_network_before_any
         raise AssertionError("a state that is not the notebook's network reached the grader's CGCNN")
     monkeypatch.setattr(grader.solution.CGCNN, "load_state_dict", no_arithmetic)
     monkeypatch.setattr(heldout_set, "mae", no_arithmetic)
-    mae, why = scoring.heldout_mae(scoring.PartAnswers(model=with_state(model, **changed)), None, grader.heldout,
+    mae, why = scoring.heldout_mae(scoring.PartAnswers(model=with_state(model, **changed), pool="mean"), None, grader.heldout,
                                    grader.solution)
     assert mae is None and why.startswith("the model's parameters do not fit the CGCNN of the notebook: "), why
     assert re.search(message, why), why
@@ -626,11 +626,73 @@ def test_the_grader_refuses_a_state_that_is_not_the_notebooks_network_before_any
     ({"state": {}, "pool": "mean_pool"}, scoring.UNREAD),
     ({"state": {"embedding.weight": [[1.0]]}, "pool": "mean_pool", "normalizer": [0.0, 1.0]}, scoring.UNREAD),
     ({"state": "weights", "pool": "mean_pool", "normalizer": [0.0, 1.0]}, scoring.UNREAD),
-    ({"state": {}, "pool": "median_pool", "normalizer": [0.0, 1.0]},
-     "the model's pool must be mean_pool or max_pool, not 'median_pool'"),
-], ids=["no normalizer", "a list for an array", "no state dict", "another pooling"])
+], ids=["no normalizer", "a list for an array", "no state dict"])
 def test_a_trained_answer_that_is_not_a_model_is_not_scored_and_says_why(grader, model, why):
-    assert scoring.heldout_mae(scoring.PartAnswers(model=model), None, grader.heldout, grader.solution) == (None, why)
+    assert scoring.heldout_mae(scoring.PartAnswers(model=model, pool="mean"), None, grader.heldout, grader.solution) == \
+        (None, why)
+
+
+POOLINGS = {  # how a notebook may choose its pooling, and what the grader must find it computes
+    "the functions themselves": ("self.pool = {\"mean\": mean_pool, \"max\": max_pool}[pool]", "mean"),
+    "functools.partial": ("self.pool = __import__('functools').partial(lambda x, c, n, reduce: (mean_pool if reduce == "
+                          "'mean' else max_pool)(x, c, n), reduce=pool)", "mean"),
+    "a lambda": ("self.pool = lambda x, c, n: mean_pool(x, c, n)", "mean"),
+    "a median": ("self.pool = lambda x, c, n: torch.stack([x[c == k].median(dim=0).values for k in range(n)])", None),
+}
+
+
+@pytest.mark.parametrize("label", POOLINGS)
+def test_the_models_pooling_is_identified_by_what_it_computes_not_by_its_name(label):
+    """Issue 29: `mean_pool = functools.partial(...)` lost 4b's 7 points because the grader read the
+    pooling's __name__. The grader runs the trained model's own `pool` on a test batch and compares it
+    with the solution's mean and max pooling."""
+    line, kind = POOLINGS[label]
+    namespace = notebook(trained=True, replace=[("self.pool = {\"mean\": mean_pool, \"max\": max_pool}[pool]", line)]
+                         if label != "the functions themselves" else ())
+    torch.manual_seed(0)
+    namespace["model"] = namespace["CGCNN"](nbr_fea_len=41)
+    answers = run(namespace, (MAE_QUESTION,))[MAE_QUESTION]
+    assert answers.pool == kind, answers.pool_error
+    if kind is None:
+        assert answers.pool_error.startswith("the model's pooling (model.pool) computes neither mean nor max pooling")
+        g = autograder()
+        assert scoring.heldout_mae(answers, None, g.heldout, g.solution) == (None, answers.pool_error)
+    else:
+        g = autograder()
+        mae, why = scoring.heldout_mae(answers, None, g.heldout, g.solution)
+        assert mae is not None and math.isfinite(mae), why
+
+
+def test_the_held_out_graphs_follow_the_graph_settings_the_notebook_trained_with():
+    """Issue 29: a notebook that trained with MAX_NUM_NBR = 8 was scored on graphs of 12 neighbours. The
+    grader reads the notebook's RADIUS and MAX_NUM_NBR at 4b's check (numbers within range; others keep
+    the defaults) and builds the held-out graphs with them; the Gaussians keep the support module's span."""
+    g = autograder()
+    namespace = notebook(trained=True)
+    namespace.update(RADIUS=7.0, MAX_NUM_NBR=8)
+    answers = run(namespace, (MAE_QUESTION,))[MAE_QUESTION]
+    assert (answers.graph["radius"], answers.graph["max_num_nbr"]) == (7.0, 8)
+    assert answers.graph_note == "The held-out crystals' graphs were built with your notebook's RADIUS = 7.0, MAX_NUM_NBR = 8."
+    built = heldout_set.load_as_trained(g.source / build.HELDOUT, g.solution, answers.graph, g.settings.graph)
+    assert built.batches[0][2].shape[1] == 8 and built.edge_features == g.heldout.edge_features
+    # the 8 nearest of the default graph's 12, expanded over the same Gaussians
+    assert torch.allclose(built.batches[0][1], g.heldout.batches[0][1][:, :8], atol=1e-12)
+    namespace.update(RADIUS="8", MAX_NUM_NBR=10**6)  # not numbers within range: the defaults
+    answers = run(namespace, (MAE_QUESTION,))[MAE_QUESTION]
+    assert answers.graph_note == "" and answers.graph["max_num_nbr"] == g.settings.graph["max_num_nbr"]
+
+
+@pytest.mark.parametrize("source, part", [
+    ('grader.check("q4b")', "q4b"), ("grader.check('q4b')", "q4b"), ('grader.check( "q1a" )\n', "q1a"),
+    ('# my check\ngrader.check("q3")', "q3"), ('grader.check("q4b"); model = None', None),
+    ('print(grader.check("q4b"))', None), ("grader.check(q)", None), ("grader.check(", None),
+])
+def test_a_check_cell_is_recognised_by_its_code_not_its_exact_text(source, part):
+    """Issue 29: `grader.check('q4b')` typed again (single quotes) was not recognised, and 4b scored a
+    model that a later cell had replaced. A cell that is one call of grader.check with a part's name is
+    that part's check, however written; a cell that does more is not."""
+    from cgcnn_grading import execution
+    assert execution.checked_part(source) == part
 
 
 # The stand-ins (cgcnn_grading.remote) ----------------------------------------------------------------

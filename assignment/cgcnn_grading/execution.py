@@ -5,7 +5,8 @@ The kernel runs as the grading user in its box (see `sandbox`); this process onl
 reads what comes back on the Jupyter protocol, which is JSON, over Unix sockets in the box's socket
 folder (TCP could not cross the box's network namespace, and any local user could subscribe to a
 TCP kernel's output). The probe of a part runs in place of the part's released check cell
-(`grader.check("q1a")`, recognised by its exact text), so a part is judged on what the notebook had
+(`grader.check("q1a")`, recognised by its code: one call of grader.check with the part's name,
+however quoted or spaced), so a part is judged on what the notebook had
 defined when it checked it; a probe whose check cell is missing or was edited runs after the last
 cell. A watchdog thread measures each cell's CPU time (the box's cgroup: every process and thread of
 it, ended or not) and wall time; a cell past its limit is interrupted, and if it does not stop, every
@@ -17,6 +18,7 @@ and the time budget.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -63,6 +65,23 @@ class Probe:
 
     def source(self) -> str:
         return f"# the grader's tests of {self.name} ran here, in the grading process"
+
+
+def checked_part(source: str) -> str | None:
+    """The part a cell checks, if the cell is one `grader.check("q1a")` and nothing else, however it
+    is quoted or spaced (a check cell typed again is still the check); else None."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
+        return None
+    call = tree.body[0].value
+    if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "check"
+            and isinstance(call.func.value, ast.Name) and call.func.value.id == "grader" and not call.keywords
+            and len(call.args) == 1 and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)):
+        return call.args[0].value
+    return None
 
 
 def budget(limits: Limits) -> str:
@@ -182,18 +201,18 @@ def run(nb: nbformat.NotebookNode, box: sandbox.Box, probes: list[Probe], limits
     run."""
     work, kernel_dir = box.work, box.kernel_dir
     outcome = Outcome()
-    anchors = {p.after: p for p in probes if p.after}
+    anchors = {checked_part(p.after): p for p in probes if p.after and checked_part(p.after)}
     plan: list[tuple[str, object]] = [("setup", SETUP)]
     origin: dict[int, int] = {}  # planned cell -> its index in `nb`
     for index, cell in enumerate(nb.cells):
         source = cell.source.strip()
         if cell.cell_type != "code" or IGNORE_TAG in cell.metadata.get("tags", []) or source in skip:
             continue
-        probe = anchors.pop(source, None)
+        probe = anchors.pop(checked_part(source), None) if "grader.check" in source else None
         if not probe:
             origin[len(plan)] = index
         plan.append(("probe", probe) if probe else ("cell", cell.source))
-    plan += [("probe", p) for p in probes if p.after is None or p.after in anchors]
+    plan += [("probe", p) for p in probes if p in anchors.values() or not (p.after and checked_part(p.after))]
 
     cells = [nbformat.v4.new_code_cell(SETUP if kind == "setup" else item.source() if kind == "probe" else item)
              for kind, item in plan]

@@ -96,6 +96,8 @@ def probes(settings: Settings, parts: dict[str, master_tests.Part], solution, se
             if question == MAE_QUESTION:
                 try:
                     found.model = link.request("trained")[0]  # as decoded: arrays stay arrays
+                    found.pool, found.pool_error = heldout_set.pooling_of(link, solution)
+                    found.graph, found.graph_note = heldout_set.graph_of(link, settings.graph)
                 except remote.SubmissionRaised as err:
                     found.model_error = str(err)
                 except (remote.LinkBroken, wire.Refused) as err:
@@ -149,6 +151,9 @@ def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_n
         finally:
             sandbox.end_all(user.pw_uid)
             shutil.rmtree(scratch, ignore_errors=True)
+    trained = outcome.answers.get(MAE_QUESTION)
+    if trained is not None and trained.graph and any(trained.graph[k] != settings.graph[k] for k in heldout_set.GRAPH_NAMES):
+        heldout = heldout_set.load_as_trained(source / HELDOUT, solution, trained.graph, settings.graph)
     results = scoring.score(settings, parts, outcome.answers, outcome.missing, heldout, solution, outcome.events)
     # the time-limit stops, for the course's own tools (build.py grade's status): not parsed from the text
     results.setdefault("extra_data", {})["stopped"] = list(outcome.stopped)

@@ -100,6 +100,69 @@ def model_for(state: dict[str, np.ndarray], pool: str, solution, orig: int, b: i
     return model.double().eval()
 
 
+class _SearchingWithin:
+    """The solution, searching neighbours within `radius` whatever radius it is given: the notebook's
+    RADIUS sets the search, while the Gaussians keep the support module's span (cgcnn_utils.collate)."""
+
+    def __init__(self, solution, radius: float):
+        self._solution, self._radius = solution, radius
+
+    def neighbor_list(self, structure, radius, max_num_nbr):
+        return self._solution.neighbor_list(structure, self._radius, max_num_nbr)
+
+    def __getattr__(self, name):
+        return getattr(self._solution, name)
+
+
+def load_as_trained(path: Path, solution, graph: dict, default: dict) -> Heldout:
+    """`load` with the graph settings a notebook trained with (graph_of): its neighbours' radius and
+    number, the default's Gaussian span."""
+    return load(path, _SearchingWithin(solution, graph["radius"]), dict(default, max_num_nbr=graph["max_num_nbr"]))
+
+
+GRAPH_NAMES = {"radius": "RADIUS", "max_num_nbr": "MAX_NUM_NBR"}  # the notebook's graph settings, by name
+GRAPH_RANGES = {"radius": (1.0, 12.0), "max_num_nbr": (1, 32)}  # what the grader builds graphs with
+
+
+def graph_of(link, default: dict) -> tuple[dict, str]:
+    """The graph settings the notebook trained with (its RADIUS and MAX_NUM_NBR, where it defines them
+    as numbers within GRAPH_RANGES), else `default`'s; and a note for the student when they differ."""
+    from . import remote, wire
+    try:
+        found, _ = remote.standins(link, list(GRAPH_NAMES.values()))
+    except (remote.SubmissionRaised, remote.LinkBroken, wire.Refused):
+        return dict(default), ""
+    graph = dict(default)
+    for key, name in GRAPH_NAMES.items():
+        value, (low, high) = found.get(name), GRAPH_RANGES[key]
+        kind = int if key == "max_num_nbr" else (int, float)
+        if isinstance(value, kind) and not isinstance(value, bool) and low <= value <= high:
+            graph[key] = value
+    changed = [f"{GRAPH_NAMES[k]} = {graph[k]}" for k in GRAPH_NAMES if graph[k] != default[k]]
+    return graph, (f"The held-out crystals' graphs were built with your notebook's {', '.join(changed)}." if changed else "")
+
+
+def pooling_of(link, solution) -> tuple[str | None, str]:
+    """Which pooling the trained `model` applies, "mean" or "max", by what its `pool` computes on three
+    crystals with interleaved atoms, against the solution's: a functools.partial, a lambda or a renamed
+    function counts for what it does, not for its name. (None, why) for anything else."""
+    from . import remote, wire
+    x = torch.tensor([[1.0, -2.0], [3.0, -4.0], [5.0, 6.0], [-1.0, -3.0], [2.0, 0.5]])
+    c = torch.tensor([1, 0, 1, 0, 2])
+    try:
+        model = remote.standins(link, ["model"])[0]["model"]
+        with torch.no_grad():
+            got = model.pool(x, c, 3)
+    except (remote.SubmissionRaised, remote.LinkBroken, wire.Refused, AttributeError, TypeError) as err:
+        return None, f"the model's pooling (model.pool) could not be run on a test batch ({type(err).__name__}: {str(err)[:200]})"
+    for kind in ("mean", "max"):
+        want = getattr(solution, f"{kind}_pool")(x, c, 3)
+        if isinstance(got, torch.Tensor) and got.shape == want.shape and float((got - want).abs().max()) < 1e-6:
+            return kind, ""
+    return None, ("the model's pooling (model.pool) computes neither mean nor max pooling on a test batch: keep the "
+                  "pool option's functions")
+
+
 def mae(model, heldout: Heldout, mean: float, std: float) -> float | None:
     """The model's test MAE (eV/atom), or None when a prediction is not a finite number."""
     with torch.no_grad(), np.errstate(all="ignore"):

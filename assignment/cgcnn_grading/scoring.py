@@ -32,6 +32,10 @@ class PartAnswers:
     verdicts: list[Verdict] = field(default_factory=list)
     model: dict | None = None
     model_error: str | None = None
+    pool: str | None = None  # "mean" or "max": what the model's pooling computes (heldout.pooling_of)
+    pool_error: str = ""
+    graph: dict | None = None  # the graph settings it trained with (heldout.graph_of)
+    graph_note: str = ""
 
 
 def _verdicts(tests: list[Test], answers: PartAnswers | None, missing: str | None) -> list[Verdict]:
@@ -91,9 +95,9 @@ def heldout_mae(answers: PartAnswers | None, missing: str | None, heldout, solut
     except (KeyError, TypeError, ValueError, AttributeError):
         return None, UNREAD
     state = {k: getattr(v, "array", v) for k, v in state.items()}
-    pool = {"mean_pool": "mean", "max_pool": "max"}.get(pool if isinstance(pool, str) else None)
-    if pool is None:
-        return None, f"the model's pool must be mean_pool or max_pool, not {str(model.get('pool'))[:80]!r}"
+    pool = answers.pool
+    if pool not in ("mean", "max"):
+        return None, answers.pool_error or "the model's pooling could not be identified"
     try:  # shapes first: nothing is computed with a state that is not the notebook's network
         network = heldout_set.model_for(state, pool, solution, heldout.batches[0][0].shape[-1], heldout.edge_features)
     except heldout_set.StateError as err:
@@ -161,6 +165,8 @@ def _mae_points(settings, failures, network, answers, why, heldout, solution, ex
     extra["test_mae"] = mae
     lines, tiers, got = [f"Test MAE {mae:.4f} eV/atom on {len(heldout.labels)} held-out crystals (your trained "
                          "parameters in the grader's CGCNN)."], [], 0.0
+    if answers is not None and answers.graph_note:
+        lines.append(answers.graph_note)
     for name, factor, points in MAE_TIERS:
         limit = factor * settings.mae_full
         passed = mae <= limit
