@@ -815,3 +815,23 @@ def test_an_undefined_name_is_none_and_the_message_says_which():
     assert set(results.values()) >= {"the test could not use what your code gave (TypeError): check that it returns "
                                      "what the task asks (type, shape, dtype) (your notebook does not define "
                                      "gaussian_expand: did the cell that defines it raise an error?)"}, results
+
+
+def test_the_notebooks_own_errors_are_reported_to_the_student_and_a_time_limits_interrupt_is_not():
+    """Issue 29: a set-up cell that imported a package the grader lacks showed only the grader's later
+    failure to find a name; the results now say which cell raised what (the first CELL_ERRORS)."""
+    from cgcnn_grading import execution
+    outcome = execution.Outcome()
+
+    def cell(ename, evalue):
+        return nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output("error", ename=ename, evalue=evalue,
+                                                                             traceback=[])])
+    execution._report_errors(cell("ModuleNotFoundError", "No module named 'seaborn'"), "the cell starting 'import seaborn'",
+                             outcome, None)
+    execution._report_errors(cell("KeyboardInterrupt", ""), "the cell starting 'while True:'", outcome,
+                             "the cell starting 'while True:' was stopped after 240 s of CPU time (time limit)")
+    assert outcome.events == ["Your notebook's cell starting 'import seaborn' raised ModuleNotFoundError: No module "
+                              "named 'seaborn'"]
+    for k in range(2 * execution.CELL_ERRORS):
+        execution._report_errors(cell("ValueError", f"bad {k}"), f"the cell starting 'f({k})'", outcome, None)
+    assert len(outcome.events) == execution.CELL_ERRORS + 1 and outcome.events[-1].startswith("Your notebook's later cells")

@@ -276,6 +276,7 @@ def run(nb: nbformat.NotebookNode, box: sandbox.Box, probes: list[Probe], limits
                             client.execute_cell(cell, index)
                         except DeadKernelError:
                             dead = f"the kernel died while running {label}"
+                        _report_errors(cell, label, outcome, watchdog.stopped())
                     stop = watchdog.disarm()
                     refused = client.kc.session.refused[refused:]
                     if refused:  # dropped undecoded: the kernel sent what the grader does not read
@@ -314,6 +315,23 @@ def _reap(km) -> None:
             process.wait(timeout=GRACE_SECONDS)
     except Exception:  # noqa: BLE001 - reaping is hygiene; grading goes on without it
         pass
+
+
+CELL_ERRORS = 10  # the notebook's own errors reported in the results, at most
+
+
+def _report_errors(cell, label: str, outcome: "Outcome", stopped: str | None) -> None:
+    """An error a notebook cell raised, in the results the student reads (its own code's error, which
+    a later check would otherwise hide behind what it could not find); not a time limit's interrupt."""
+    for output in cell.get("outputs", []):
+        if output.get("output_type") != "error" or (stopped and output.get("ename") == "KeyboardInterrupt"):
+            continue
+        count = sum(e.startswith("Your notebook's ") for e in outcome.events)
+        if count < CELL_ERRORS:
+            outcome.events.append(f"Your notebook's {label[4:]} raised {str(output.get('ename'))[:80]}: "
+                                  f"{' '.join(str(output.get('evalue')).split())[:300]}")
+        elif count == CELL_ERRORS:
+            outcome.events.append(f"Your notebook's later cells raised more errors (the first {CELL_ERRORS} are shown).")
 
 
 class _Asker:
