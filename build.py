@@ -639,10 +639,12 @@ def test_cell(question: str, name: str) -> str:
     return f"the test cell defining {name}"
 
 
-def check_solution_tests(results: dict, tests_dir: Path) -> None:
-    """Grading the solution reported every test of the master by name, each passed."""
+def solution_test_failures(results: dict, tests_dir: Path) -> list[str]:
+    """Each test of the master that grading the solution did not pass, named with its cell and why; a
+    test it did not run at all raises: the autograder would never score it."""
     from cgcnn_grading.master_tests import load
     reported = (results.get("extra_data") or {}).get("tests") or {}
+    failures = []
     for question, part in load(tests_dir).items():
         for test in part.tests:
             verdict = (reported.get(question) or {}).get(test.name)
@@ -651,8 +653,9 @@ def check_solution_tests(results: dict, tests_dir: Path) -> None:
                 raise BuildError(f"grading the solution did not run {question}'s {kind} test {test.name} "
                                  f"({test_cell(question, test.name)}): the autograder would not score it")
             if verdict != "passed":
-                raise BuildError(f"the solution fails {question}'s {kind} test {test.name} ({test_cell(question, test.name)}): "
-                                 f"{verdict.removeprefix('failed: ')}")
+                failures.append(f"the solution fails {question}'s {kind} test {test.name} ({test_cell(question, test.name)}): "
+                                f"{verdict.removeprefix('failed: ')}")
+    return failures
 
 
 def check_tests_can_fail(unwritten: dict, tests_dir: Path) -> None:
@@ -914,16 +917,17 @@ def build(term: str = "") -> None:
                              f"{', '.join(points)} (missing: {missing}):\n  {_one_line(results.get('output', ''))[:600]}"
                              f"\n  the grading's results and log are kept in {_shown(kept)}/")
         try:
-            check_solution_tests(results, dist / "autograder" / "tests")
+            failed_tests = solution_test_failures(results, dist / "autograder" / "tests")
         except BuildError as err:
             kept = keep_failure("grading", [tmp / "grade" / "results.json", tmp / "grade" / "grader.log"])
             raise BuildError(f"{err}\n  the grading's results are kept in {_shown(kept)}/") from None
-        if not math.isclose(score, possible, abs_tol=1e-6):
+        if failed_tests or not math.isclose(score, possible, abs_tol=1e-6):
             from cgcnn_grading.execution import EXECUTED
             kept = keep_failure("grading", [tmp / "grade" / name for name in ("results.json", EXECUTED, "grader.log")]
                                 + [solution_nb])
             errors = cell_errors(tmp / "grade", nbformat.read(solution_nb, as_version=4))
-            raise BuildError(f"the solution scores {score:g}/{possible:g}:\n  {failure(results, errors)}\n"
+            raise BuildError(f"the solution scores {score:g}/{possible:g}:\n  " + "".join(f"{f}\n  " for f in failed_tests)
+                             + f"{failure(results, errors)}\n"
                              f"  the grading's results (results.json, {EXECUTED}: the notebook as graded, with its "
                              f"outputs; grader.log) are kept in {_shown(kept)}/")
         print(f"solution scores {score:g}/{possible:g}; grading the student notebook as released (every test must "

@@ -237,9 +237,9 @@ def test_a_hidden_test_that_the_solution_fails_stops_the_build_naming_it(tree, m
     stamp_calibration()
     forbid(monkeypatch, "execute", "_swap")
     message = failure_of(build.build)
-    assert message.startswith("the solution fails q1c's hidden test test_a_scalar_distance (the test cell of q1c "
-                              "defining test_a_scalar_distance, cell "), message
-    assert "shape (41,) for one distance, expected (41,)" in message, message
+    assert message.startswith("the solution scores 28/30:\n  the solution fails q1c's hidden test "
+                              "test_a_scalar_distance (the test cell of q1c defining test_a_scalar_distance, cell "), message
+    assert "cgcnn_perovskites.ipynb): shape (41,) for one distance, expected (41,)" in message, message
 
 
 @pytest.mark.grading
@@ -267,7 +267,7 @@ def test_a_hidden_test_added_in_the_master_is_graded_and_costs_exactly_its_point
         path.parent.mkdir()
         nbformat.write(nb, path)
         got[name] = build.grade(zip_path, path, tmp_path / f"{name}-results")
-    build.check_solution_tests(got["solution"], dist / "autograder" / "tests")  # every test of the master, by name, passed
+    assert build.solution_test_failures(got["solution"], dist / "autograder" / "tests") == []  # every test, by name, passed
     assert got["solution"]["extra_data"]["tests"]["q1c"]["test_a_scalar_distance"] == "passed"
     assert got["broken"]["extra_data"]["tests"]["q1c"]["test_a_scalar_distance"].startswith(
         "failed: shape (1, 41) for one distance, expected (41,)")

@@ -38,8 +38,8 @@ def load(path: Path, solution, graph: dict) -> Heldout:
     """The held-out crystals of `path` (heldout.json: CIF and label by id) as the solution builds graphs."""
     from pymatgen.core import Structure
     entries = json.loads(Path(path).read_text())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # CIF parsing notes about rounded occupancies
+    with warnings.catch_warnings():  # CIF parsing notes about rounded occupancies
+        warnings.simplefilter("ignore")
         structures = [Structure.from_str(entries[i]["cif"], fmt="cif") for i in sorted(entries)]
     graphs = []
     for s in structures:
@@ -147,8 +147,8 @@ def pooling_of(link, solution) -> tuple[str | None, str]:
     crystals with interleaved atoms, against the solution's: a functools.partial, a lambda or a renamed
     function counts for what it does, not for its name. (None, why) for anything else."""
     from . import remote, wire
-    x = torch.tensor([[1.0, -2.0], [3.0, -4.0], [5.0, 6.0], [-1.0, -3.0], [2.0, 0.5]])
-    c = torch.tensor([1, 0, 1, 0, 2])
+    x = torch.tensor([[0.5, -1.5], [2.0, -3.0], [4.0, 5.0], [-2.0, -1.0], [1.0, 0.25], [3.0, 3.5]])
+    c = torch.tensor([2, 0, 2, 0, 1, 1])  # three crystals, their atoms interleaved
     try:
         model = remote.standins(link, ["model"])[0]["model"]
         with torch.no_grad():
