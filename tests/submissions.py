@@ -851,10 +851,11 @@ CASES: list[Case] = [
          "pooling function (issue 29: the grader read the pooling's __name__ and refused to score 4b; it now runs "
          "the model's pool on a test batch)",
          edits(insert("class CGCNN", """
-                   import functools
-
                    def _pool(atom_fea, crystal_idx, n_crystals, reduce="mean"):
                        return (mean_pool if reduce == "mean" else max_pool)(atom_fea, crystal_idx, n_crystals)
+
+
+                   import functools
                """, after=False),
                replace("class CGCNN", 'self.pool = {"mean": mean_pool, "max": max_pool}[pool]',
                        "self.pool = functools.partial(_pool, reduce=pool)")),

@@ -16,7 +16,7 @@ import pytest
 
 import build
 import submissions as S
-from cgcnn_grading import execution, grade, sandbox, wire
+from cgcnn_grading import execution, grade, remote, sandbox, wire
 from cgcnn_grading.settings import Limits
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the grading sandbox needs root")
@@ -92,21 +92,30 @@ def test_no_process_of_the_submission_outlives_the_notebook(kernel):
     assert any(e.startswith("Ended ") for e in outcome.events), outcome.events
 
 
+def calling(part: str, function: str, *args) -> execution.Probe:
+    """A probe at `grader.check(part)` whose answer is the notebook's `function` called on `args`, through
+    a stand-in (as the master's tests call the notebook's code)."""
+    def run(ask, deadline):
+        return remote.Link(ask, deadline).get("global", name=function)(*args)
+    return execution.Probe(part, run, f'grader.check("{part}")')
+
+
 def test_a_cell_past_its_cpu_time_is_stopped_by_name_and_the_next_cells_run(kernel):
     run, _, _ = kernel
     # a wall-clock limit far away: on a busy machine the loop gets its 3 CPU-seconds late, not never
     outcome = run(["while True:\n    pass", "def f(x):\n    return 2 * x", 'grader.check("q")'],
-                  [execution.Probe("q", [{"id": "a", "op": "call", "function": "f", "args": [3]}], 'grader.check("q")')],
+                  [calling("q", "f", 3)],
                   Limits(cell_cpu_seconds=3, cell_wall_seconds=300, check_seconds=60, total_seconds=600))
     assert outcome.stopped == ["the cell starting 'while True:' was stopped after 3 s of CPU time (time limit)"]
-    assert outcome.answers == {"q": {"a": 6}}
+    assert outcome.answers == {"q": 6}
 
 
 def test_a_stopped_training_cell_leaves_no_model_to_score(kernel):
     """A model cut off wherever the limit fell is not read: 4b says which cell stopped and why."""
     run, _, _ = kernel
     outcome = run(["model = 1\nwhile True:\n    pass", 'grader.check("q4b")'],
-                  [execution.Probe("q4b", [{"id": "model", "op": "trained_model"}], 'grader.check("q4b")')],
+                  [execution.Probe("q4b", lambda ask, deadline: remote.Link(ask, deadline).request("trained"),
+                                   'grader.check("q4b")', reads_training=True)],
                   Limits(cell_cpu_seconds=3, cell_wall_seconds=300, check_seconds=60, total_seconds=600))
     assert "q4b" not in outcome.answers
     assert outcome.missing["q4b"].startswith("the cell starting 'model = 1' was stopped after 3 s of CPU time "
@@ -124,13 +133,12 @@ def test_a_message_too_deep_to_decode_is_dropped_and_grading_goes_on(kernel):
     JSON decoding raise RecursionError: Autograder Error, 0 points for parts that had passed. Now each
     is dropped undecoded, said in the results, and the other probes are answered."""
     run, _, _ = kernel
-    ask = [{"id": "a", "op": "call", "function": "f", "args": [3]}]
     outcome = run([DEEP + "from IPython.display import display\ndisplay({'application/json': 'DEEP'}, raw=True)",
                    "def f(x):\n    return 2 * x", 'grader.check("q")',
                    "import cgcnn_kernel\ncgcnn_kernel.encode = lambda value: 'DEEP'", 'grader.check("r")'],
-                  [execution.Probe("q", ask, 'grader.check("q")'), execution.Probe("r", ask, 'grader.check("r")')],
+                  [calling("q", "f", 3), calling("r", "f", 3)],
                   Limits(cell_cpu_seconds=60, cell_wall_seconds=120, check_seconds=120, total_seconds=600))
-    assert outcome.answers == {"q": {"a": 6}}
+    assert outcome.answers == {"q": 6}
     depth = f"a message nested 500{{}} levels deep (at most {wire.MESSAGE_DEPTH})"
     assert outcome.missing == {"r": f"the kernel's answers were refused ({depth.format(4)}): the grader's probe, "
                                     "cgcnn_kernel, sends nothing of the kind"}
@@ -148,7 +156,7 @@ def test_a_cell_that_waits_is_stopped_at_its_wall_clock_limit(kernel):
 def test_a_cell_that_ignores_interrupts_is_ended_with_the_kernel(kernel):
     run, user, _ = kernel
     outcome = run(["import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass",
-                   'grader.check("q")'], [execution.Probe("q", [], 'grader.check("q")')])
+                   'grader.check("q")'], [calling("q", "f", 3)])
     assert "kernel was ended" in outcome.stopped[0]
     assert "time limit" in outcome.missing["q"] and sandbox.processes(user.pw_uid) == []
 
