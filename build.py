@@ -432,8 +432,10 @@ def grade(zip_path: Path, submission: Path, out: Path | None = None, prefix: lis
     zip's entry point in Gradescope's layout (the zip unpacked into source/, the upload into
     submission/), in a private temporary folder; return results.json. `prefix` wraps the command (for
     example `["taskset", "-c", "0"]`); a run longer than `timeout` is ended with every process of its
-    grading user and raises subprocess.TimeoutExpired. Gradings side by side need a grading `user`
-    each (cgcnn-student-N); one user grades one at a time. `private`: more paths the submission must
+    grading user and raises subprocess.TimeoutExpired. The run grades as a user no other grading on this
+    machine holds (sandbox.claimed_user: `user` when it is free, else the first free cgcnn-student-N),
+    claimed before its clock starts: waiting for a user, behind another course's or TA's gradings, is
+    never the submission's time. `private`: more paths the submission must
     not be able to read (other students' uploads). With `out`, what the entry point wrote in results/
     (results.json, the notebook as executed) and what it printed (grader.log, also when it wrote no
     results) are kept there. The repository is left as found: the kernel's box does not hold it (where
@@ -456,15 +458,22 @@ def grade(zip_path: Path, submission: Path, out: Path | None = None, prefix: lis
             upload.mkdir()
             shutil.copy(submission, upload)
         (root / "submission_metadata.json").write_text("{}")
-        command = [sys.executable, str(root / "source" / "run_otter.py"), *(["--user", user] if user else []),
-                   str(root), str(ROOT), *map(str, private)]
-        try:
-            done = subprocess.run([*prefix, *command],
-                                  cwd=root / "source", capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as err:
-            _keep_log(out, err.stdout, err.stderr, f"ended after {timeout:.0f} s (the time allowed for a run)")
-            _end_ended_run(user)
-            raise
+        from cgcnn_grading import sandbox
+        entry = root / "source" / "run_otter.py"
+        if "--lock-fd" in entry.read_text(errors="replace"):
+            claim = sandbox.claimed_user(user)
+        else:  # a zip built before claimed users: its run takes (and may wait for) its user's lock itself
+            claim = contextlib.nullcontext((user or sandbox.USER, None))
+        with claim as (name, lock):
+            command = [sys.executable, str(entry), "--user", name, *(["--lock-fd", str(lock)] if lock is not None else []),
+                       str(root), str(ROOT), *map(str, private)]
+            try:
+                done = subprocess.run([*prefix, *command], cwd=root / "source", capture_output=True, text=True,
+                                      timeout=timeout, pass_fds=(lock,) if lock is not None else ())
+            except subprocess.TimeoutExpired as err:
+                _keep_log(out, err.stdout, err.stderr, f"ended after {timeout:.0f} s (the time allowed for a run)")
+                _end_ended_run(name, lock)
+                raise
         _keep_log(out, done.stdout, done.stderr, f"exit status {done.returncode}")
         results = root / "results" / "results.json"
         if not results.is_file():
@@ -477,13 +486,14 @@ def grade(zip_path: Path, submission: Path, out: Path | None = None, prefix: lis
         return json.loads(results.read_text())
 
 
-def _end_ended_run(user: str | None) -> None:
-    """After a run was killed at its timeout: with its grading user's lock (which the killed run held),
-    every process the run left is ended, and its scratch folder removed; the user's next grading,
-    another student's, would otherwise find that student's files in its own user's work directory."""
+def _end_ended_run(user: str, lock: int | None) -> None:
+    """After a run was killed at its timeout: with its grading user's lock (which this process holds,
+    and shared with the run), every process the run left is ended, and its scratch folder removed; the
+    user's next grading, another student's, would otherwise find that student's files in its own user's
+    work directory."""
     from cgcnn_grading import sandbox
     from cgcnn_grading.grade import SCRATCH_PREFIX
-    with sandbox.grading_user(user or sandbox.USER) as owner:  # entering it ends the user's processes
+    with sandbox.grading_user(user, held=lock) as owner:  # entering it ends the user's processes
         for scratch in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
             work = scratch / "work"  # the user's: no grading of this user runs while we hold its lock
             if work.is_dir() and not work.is_symlink() and work.stat().st_uid == owner.pw_uid:

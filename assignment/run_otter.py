@@ -1,9 +1,11 @@
 """Gradescope's entry point (it replaces the one otter assign writes): grade /autograder/submission
 with the isolated grader of `cgcnn_grading` and write /autograder/results/results.json, always.
 
-    python run_otter.py [--user NAME] [ROOT [PRIVATE...]]
+    python run_otter.py [--user NAME [--lock-fd N]] [ROOT [PRIVATE...]]
         ROOT defaults to /autograder; PRIVATE are more paths the submission must not be able to read
-        (local grading); NAME is the grading user (cgcnn-student-N for gradings run side by side)
+        (local grading); NAME is the grading user (cgcnn-student-N for gradings run side by side) and
+        N a descriptor of its lock that the caller holds already (build.py grade: waiting for a user
+        is not part of the run's time)
 """
 
 import argparse
@@ -14,6 +16,7 @@ from pathlib import Path
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--user", help="the grading user (default: cgcnn_grading.sandbox.USER)")
+    parser.add_argument("--lock-fd", type=int, help="the grading user's lock, held by the caller")
     parser.add_argument("root", nargs="?", type=Path, default=Path("/autograder"))
     parser.add_argument("private", nargs="*", type=Path)
     args = parser.parse_args()
@@ -25,4 +28,4 @@ if __name__ == "__main__":
             f"The autograder could not start ({err}): tell the course staff to check Gradescope's image "
             "build log.")}))
         sys.exit(0)
-    sys.exit(main(args.root, args.private, *([args.user] if args.user else [])))
+    sys.exit(main(args.root, args.private, *([args.user] if args.user else []), lock_fd=args.lock_fd))

@@ -752,6 +752,14 @@ CASES: list[Case] = [
          replace(GRAPHS, "BATCH_SIZE, EPOCHS = 64, 60", "BATCH_SIZE, EPOCHS = 64, 1000"), full(q4b=0), recipe="full",
          stopped="cpu", message=r"(?m)^Not scored: the cell starting 'model, val_pred = None, \{\}' was stopped "
                                 r"after \d+ s .*time limit.*, before the check of q4b"),
+    Case("setup_imports_a_missing_package", "wrong", "the set-up cell imports a package the grader lacks "
+         "(seaborn), so the names after that line are never defined: q1a (which reads `embedding`) and 4b (no "
+         "data, no training) fail; issue 29: q1a said \"KeyError: 'embedding'\" (a lookup of the grader's) and the "
+         "cell's own error was shown nowhere. The results open with it",
+         replace(IMPORTS, "import matplotlib.pyplot as plt\n",
+                 "import matplotlib.pyplot as plt\nimport seaborn as sns  # not in the grader's image\n"),
+         full(q1a=0, q4b=0), trains=False,
+         message=r"^Your notebook's cell starting 'import random' raised ModuleNotFoundError: No module named 'seaborn'"),
     # -- alternative correct ------------------------------------------------------------------
     Case("alt_loops", "alternative", "loops instead of vectorised code: atom features, neighbours from "
          "get_all_neighbors, the shared convolution over neighbour slots, pooling per crystal",
@@ -866,6 +874,11 @@ CASES: list[Case] = [
          edits(insert(CHECK_4B, "model = CGCNN(nbr_fea_len=41)  # a Question 5 experiment, untrained"),
                replace(CHECK_4B, 'grader.check("q4b")', "grader.check('q4b')")),
          full(), recipe="full"),
+    Case("alt_eight_neighbours", "alternative", "MAX_NUM_NBR = 8, as Part 5's table invites (issue 29: the "
+         "held-out graphs kept 12 neighbours whatever the model trained with, test MAE 0.58, 0 of 7; they are now "
+         "built with the notebook's RADIUS and MAX_NUM_NBR, and 4b says so)",
+         replace(GRAPHS, "cgcnn_utils.GRAPH.max_num_nbr  # 8 A, 12 neighbours", "8  # 8 A, 8 neighbours"), full(), recipe="full",
+         message=r"The held-out crystals' graphs were built with your notebook's MAX_NUM_NBR = 8\."),
     Case("alt_gradient_clipping", "alternative", "train_epoch with gradient clipping (norm 1)",
          replace("def train_epoch", STEP, "        nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n" + STEP),
          full()),
@@ -935,7 +948,8 @@ CASES: list[Case] = [
          {"hollow": ENDED, "untrained": ENDED}),
         ("pickles", "pickles sent to every local port and left as results", SEND_PICKLES, "train", PICKLE_MARKER, {}),
         ("swaps_verdicts", "otter's checker and the grader's probe replaced in the kernel", SWAP_VERDICTS, "train",
-         None, {"untrained": "the trained model could not be read"}),
+         None, {"untrained": "test_the_model_predicts_every_validation_crystal: the test could not use what your "
+                             r"code gave \(AttributeError\)"}),
         ("retrains_after_check", "a later cell trains another model", RETRAIN_AFTER_CHECK, "check", None, {}),
     ] for kind in ("hollow", "untrained")
 ] + [
@@ -945,14 +959,16 @@ CASES: list[Case] = [
     for name, what, code, said in [
         ("structure_answer", "every answer a pymatgen Structure dict whose site property names a module and a "
          "class for monty's decoder to import and build: refused, nothing decoded", STRUCTURE_ANSWER,
-         r"the answer to 'test_srtio3/0' was refused: it is an object tagged '__structure__'"),
+         r"test_srtio3: not checked: it is an object \(keys '__structure__', \.\.\.\); answers are numbers, "
+         r"strings, lists, arrays and the tagged values of cgcnn_kernel only"),
         ("huge_array_header", "every answer a .npy array whose header declares 64 GiB (a MemoryError gave an "
          "Autograder Error): refused before anything is allocated", HUGE_ARRAY_HEADER,
          r"its array's header declares 64 GiB"),
         ("deep_message", "every answer, and the kernel's message that carries it, nested 5,000 lists deep (a "
          "RecursionError in the grader's JSON decoding gave an Autograder Error): the message is refused "
          "undecoded and every part still gets its verdict", DEEP_MESSAGE,
-         r"(?m)^not checked: the kernel's answers were refused \(a message nested \d+ levels deep \(at most \d+\)\)"),
+         r"(?m)^test_srtio3: not checked: the kernel's answers were refused \(a message nested \d+ levels deep "
+         r"\(at most \d+\)\)"),
     ]
 ] + [
     # -- malformed or hostile -----------------------------------------------------------------
@@ -1284,6 +1300,8 @@ def main(argv: list[str]) -> int:
             for name, (results, _) in graded.items():
                 if isinstance(results, dict) and test_mae(results) is not None:
                     record[name] = round(test_mae(results), 4)
+                elif isinstance(results, dict):
+                    record.pop(name, None)  # graded, and no longer given a test MAE
             MEASURED_FILE.write_text(json.dumps(dict(sorted(record.items())), indent=1) + "\n")
         return 0
     DOC.parent.mkdir(exist_ok=True)

@@ -11,7 +11,7 @@ import zipfile
 import nbformat
 import pytest
 
-from conftest import ASSIGNMENT, ROOT
+from conftest import ASSIGNMENT, BUILT_MODES, ROOT, folder_modes
 
 import build
 
@@ -176,6 +176,17 @@ def test_student_release_holds_no_solution_hidden_check_or_label(built):
             found = [i for i in heldout if i in text] + [v for v in labels if v in text]
             assert not found, f"{path.relative_to(built)} names held-out crystals or labels: {found[:3]}"
     assert not list((built / "student" / "data").rglob(f"{next(iter(heldout))}.cif")), "a held-out CIF was released"
+
+
+def test_a_build_from_a_virtual_environment_inside_the_repository_leaves_its_folders_as_they_were(built):
+    """Issue 23: the build ran with `.venv/bin/python` inside the checkout (the fixture) and graded the
+    solution 30/30 (else it fails); the folders that were there keep their permissions: TAs sharing a
+    course server keep what they could read (an earlier grader closed the repository to other users)."""
+    before = json.loads((built.parent / BUILT_MODES).read_text())
+    after = folder_modes(built)
+    assert len(before) > 5 and "assignment" in before
+    changed = {rel: (mode, after.get(rel)) for rel, mode in before.items() if after.get(rel) != mode}
+    assert not changed, f"the build changed the modes of (before, after): {changed}"
 
 
 def test_committed_releases_match_a_fresh_build(built):

@@ -9,6 +9,7 @@ CPU-time limit of a cell), and a run past its timeout (61 s).
 """
 
 import csv
+import fcntl
 import json
 import os
 import pwd
@@ -349,6 +350,52 @@ def test_a_run_past_its_timeout_is_an_error_row_and_leaves_no_process(tmp_path):
     assert sandbox.processes(uid) == []
     assert not [p for p in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*")
                 if (p / "work").is_dir() and (p / "work").stat().st_uid == uid]
+
+
+# Two graders on one machine (issue 29) ----------------------------------------------------------------
+
+def _hold(name: str):
+    """The lock of grading user `name`, taken as another grader on this machine (another course's
+    `build.py grade`, another TA's) would hold it while it grades."""
+    lock = open(sandbox.lock_path(name), "w")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return lock
+
+
+@root_only
+def test_a_grader_claims_a_user_no_other_grading_holds_and_its_run_takes_that_lock_without_waiting():
+    held = _hold("cgcnn-student-1")
+    try:
+        with sandbox.claimed_user("cgcnn-student-1") as (name, lock):
+            assert name != "cgcnn-student-1", "the user another grading holds was given again"
+            with sandbox.grading_user(name, held=lock) as user:  # as the run does: no wait, same lock
+                assert user.pw_name == name
+            with sandbox.claimed_user(name) as (other, _):
+                assert other not in (name, "cgcnn-student-1"), "a claimed user was given twice"
+                with pytest.raises(sandbox.SandboxError, match=f"is not the lock of {other}"):
+                    with sandbox.grading_user(other, held=lock):
+                        pass
+    finally:
+        held.close()
+
+
+@root_only
+@pytest.mark.grading
+def test_a_submission_never_waits_for_a_user_that_another_grader_holds(tmp_path):
+    """With cgcnn-student-1 and -2 busy for as long as the run may take (two gradings of another
+    course on this machine), the untouched student notebook grades within a 120 s run limit: the
+    grader takes a free user before the run's clock starts (it once waited for -1 and scored 0 as
+    "grading took longer than 600 s")."""
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    nbformat.write(student_notebook(), folder / "untouched.ipynb")
+    held = [_hold("cgcnn-student-1"), _hold("cgcnn-student-2")]
+    try:
+        rows = build.grade_folder(folder, tmp_path / "scores.csv", jobs=1, timeout=120)
+    finally:
+        for lock in held:
+            lock.close()
+    assert [(r["submission"], r["status"], r["total"]) for r in rows] == [("untouched.ipynb", "graded", 0.0)], rows
 
 
 # Hostile names and file names (issue 24) ------------------------------------------------------------

@@ -110,6 +110,21 @@ def test_a_cell_past_its_cpu_time_is_stopped_by_name_and_the_next_cells_run(kern
     assert outcome.answers == {"q": 6}
 
 
+def test_a_part_checked_twice_is_judged_at_its_first_check_and_a_missing_check_is_said(kernel):
+    """Issue 29: a part's tests run at its first check cell, as the part stood there (a later cell that
+    redefines the name is not what is judged); a second check cell and a missing one are named in the
+    results with what to do."""
+    run, _, _ = kernel
+    outcome = run(["def f(x):\n    return 2 * x", "grader.check('q')", "def f(x):\n    return 3 * x",
+                   'grader.check("q")', "def g(x):\n    return x"],
+                  [calling("q", "f", 3), calling("r", "g", 5)])
+    assert outcome.answers == {"q": 6, "r": 5}, "q judged at its first check, r after the last cell"
+    assert any(e.startswith("Your notebook checks q twice: its tests ran at the first check cell") and
+               "after the cell starting 'def f(x):'" in e for e in outcome.events), outcome.events
+    assert any(e.startswith('Your notebook has no check cell for r (`grader.check("r")`): its tests ran after your '
+                            "last cell") for e in outcome.events), outcome.events
+
+
 def test_a_stopped_training_cell_leaves_no_model_to_score(kernel):
     """A model cut off wherever the limit fell is not read: 4b says which cell stopped and why."""
     run, _, _ = kernel

@@ -194,6 +194,14 @@ def first_line(source: str) -> str:
     return line.strip()[:60]
 
 
+def _before(nb: nbformat.NotebookNode, index: int) -> str:
+    """The first line of the last code cell before `index` that is not a check: how a student finds a cell."""
+    for cell in reversed(nb.cells[:index]):
+        if cell.cell_type == "code" and cell.source.strip() and not checked_part(cell.source.strip()):
+            return first_line(cell.source)
+    return ""
+
+
 def run(nb: nbformat.NotebookNode, box: sandbox.Box, probes: list[Probe], limits: Limits,
         skip: set[str] = frozenset()) -> Outcome:
     """Execute `nb` in `box` (in its work directory, as its user), asking each probe in its place;
@@ -204,15 +212,26 @@ def run(nb: nbformat.NotebookNode, box: sandbox.Box, probes: list[Probe], limits
     anchors = {checked_part(p.after): p for p in probes if p.after and checked_part(p.after)}
     plan: list[tuple[str, object]] = [("setup", SETUP)]
     origin: dict[int, int] = {}  # planned cell -> its index in `nb`
+    used: set[str] = set()  # the parts whose check cell has its probe
     for index, cell in enumerate(nb.cells):
         source = cell.source.strip()
         if cell.cell_type != "code" or IGNORE_TAG in cell.metadata.get("tags", []) or source in skip:
             continue
-        probe = anchors.pop(checked_part(source), None) if "grader.check" in source else None
+        part = checked_part(source) if "grader.check" in source else None
+        probe = anchors.pop(part, None) if part else None
+        if part in used:
+            outcome.events.append(f"Your notebook checks {part} twice: its tests ran at the first check cell, as the "
+                                  f"part stood there; the later one (after the cell starting {_before(nb, index)!r}) "
+                                  "is only the notebook's own check. Keep one check cell per part.")
+        used |= {part} if probe else set()
         if not probe:
             origin[len(plan)] = index
         plan.append(("probe", probe) if probe else ("cell", cell.source))
-    plan += [("probe", p) for p in probes if p in anchors.values() or not (p.after and checked_part(p.after))]
+    unanchored = [p for p in probes if p in anchors.values() or not (p.after and checked_part(p.after))]
+    plan += [("probe", p) for p in unanchored]
+    outcome.events += [f"Your notebook has no check cell for {p.name} (`grader.check(\"{p.name}\")`): its tests ran "
+                       "after your last cell, with the names (a `model` too) as your last cells left them. Put the "
+                       "check cell back right after the part." for p in unanchored if p.after]
 
     cells = [nbformat.v4.new_code_cell(SETUP if kind == "setup" else item.source() if kind == "probe" else item)
              for kind, item in plan]

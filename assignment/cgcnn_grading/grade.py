@@ -112,10 +112,12 @@ def probes(settings: Settings, parts: dict[str, master_tests.Part], solution, se
     return out
 
 
-def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_name: str = sandbox.USER) -> Report:
+def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_name: str = sandbox.USER,
+                     lock_fd: int | None = None) -> Report:
     """Grade the upload in `upload` with the autograder unpacked in `source`, as the grading user
     `user_name`. `secret` adds paths that user must not be able to read (a course's repository, for
-    local grading)."""
+    local grading); `lock_fd`, the user's lock as the local grader that started this run holds it
+    (sandbox.claimed_user)."""
     for path in (source, upload):
         sandbox.private(path)
     settings = Settings.load(source)
@@ -126,7 +128,7 @@ def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_n
     parts = master_tests.load(source / master_tests.TESTS_DIR)
     heldout = heldout_set.load(source / HELDOUT, solution, settings.graph)
 
-    with sandbox.grading_user(user_name) as user:
+    with sandbox.grading_user(user_name, held=lock_fd) as user:
         scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
         try:
             os.chmod(scratch, 0o711)  # the user may enter its two folders, not list this one
@@ -191,7 +193,7 @@ def close_gradescope_files(root: Path) -> list[Path]:
     return closed
 
 
-def main(root: Path, private: list[Path] = (), user_name: str = sandbox.USER) -> int:
+def main(root: Path, private: list[Path] = (), user_name: str = sandbox.USER, lock_fd: int | None = None) -> int:
     """Gradescope's layout under `root` (/autograder): grade submission/ with source/, write
     results/results.json and, where the notebook ran, results/notebook.ipynb (as executed). Whatever
     happens, the only results.json is the one written here."""
@@ -203,7 +205,7 @@ def main(root: Path, private: list[Path] = (), user_name: str = sandbox.USER) ->
     report = None
     try:
         closed = close_gradescope_files(root)
-        report = grade_submission(source, upload, [results_dir, *closed, *private], user_name)
+        report = grade_submission(source, upload, [results_dir, *closed, *private], user_name, lock_fd)
         results = report.results
     except GradingError as err:
         results = scoring.error_results(str(err), HELP)

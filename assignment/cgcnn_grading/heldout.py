@@ -39,7 +39,7 @@ def load(path: Path, solution, graph: dict) -> Heldout:
     from pymatgen.core import Structure
     entries = json.loads(Path(path).read_text())
     with warnings.catch_warnings():  # CIF parsing notes about rounded occupancies
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # the rounding notes of pymatgen's CIF parser
         structures = [Structure.from_str(entries[i]["cif"], fmt="cif") for i in sorted(entries)]
     graphs = []
     for s in structures:

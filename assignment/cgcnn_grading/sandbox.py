@@ -48,6 +48,7 @@ MAX_PROCESSES = 256  # RLIMIT_NPROC for the user: a fork bomb stops there, and t
 # One grading per user at a time (the end of a grading ends every process of its user): a lock in a
 # folder of root's, which no grading user can create, hold or replace.
 LOCKS = Path("/run/cgcnn-grading")
+LOCAL_USERS = 32  # local gradings at once on one machine (build.py grade, the tests): cgcnn-student-1..32
 CGROUPS = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "pids", "cpuacct", "freezer")
 MODE_VARIABLE = "CGCNN_SANDBOX"  # the grader's environment: "fallback" turns namespaces and cgroups off (to measure)
@@ -77,20 +78,68 @@ def ensure_user(name: str = USER) -> pwd.struct_passwd:
     return pwd.getpwnam(name)
 
 
-@contextlib.contextmanager
-def grading_user(name: str = USER):
-    """The grading user `name`, held for this grading alone: created on first use, Python made
-    reachable for it, a lock taken (a second grading with the same user waits for this one), and on
-    the way out every process of the user ended."""
+def lock_path(name: str) -> Path:
     if not re.fullmatch(r"cgcnn-student(-\d+)?", name):
         raise SandboxError(f"grading users are named cgcnn-student or cgcnn-student-N, not {name!r}")
-    user = ensure_user(name)
     LOCKS.mkdir(mode=0o700, exist_ok=True)
     info = os.lstat(LOCKS)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o077:
         raise SandboxError(f"{LOCKS} must be a folder of root's alone (mode 700): remove it and grade again")
-    with open(LOCKS / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    return LOCKS / f"{name}.lock"
+
+
+@contextlib.contextmanager
+def claimed_user(preferred: str | None = None, count: int = LOCAL_USERS, poll: float = 1.0):
+    """For a local grader, before it starts a run's clock: a grading user that no other grading on this
+    machine holds, `preferred` when it is free, else the first free of cgcnn-student-1..`count`, with its
+    lock held until the block ends. Yields (name, descriptor of the lock): the run is given both
+    (grading_user's `held`), so that the time spent waiting for a user is never the submission's.
+    Waits only when every user is busy (`count` gradings on this machine at once)."""
+    names = ([preferred] if preferred else []) + [f"{USER}-{k}" for k in range(1, count + 1) if f"{USER}-{k}" != preferred]
+    told = False
+    while True:
+        for name in names:
+            lock = open(lock_path(name), "w")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            try:
+                yield name, lock.fileno()
+            finally:
+                lock.close()  # releases the lock: the run that shared it has ended
+            return
+        if not told:
+            print(f"all {count} grading users are busy (other gradings on this machine): waiting for one",
+                  file=sys.stderr)
+            told = True
+        time.sleep(poll)
+
+
+@contextlib.contextmanager
+def grading_user(name: str = USER, held: int | None = None):
+    """The grading user `name`, held for this grading alone: created on first use, Python made
+    reachable for it, a lock taken (a second grading with the same user waits for this one), and on
+    the way out every process of the user ended. `held`: a descriptor of that lock which the caller
+    holds already (claimed_user), so nothing waits here."""
+    path = lock_path(name)
+    user = ensure_user(name)
+    if held is not None:
+        os.set_inheritable(held, False)  # the kernel, which runs as the user, must never get it
+        info, lock_info = os.fstat(held), os.stat(path)
+        if (info.st_dev, info.st_ino) != (lock_info.st_dev, lock_info.st_ino):
+            raise SandboxError(f"descriptor {held} is not the lock of {name} ({path})")
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the caller's own lock: taken at once
+        except BlockingIOError:
+            raise SandboxError(f"the lock of {name} given as descriptor {held} is not held by the caller") from None
+        lock = contextlib.nullcontext(held)  # the caller's to release, when its run has ended
+    else:
+        lock = open(path, "w")
+    with lock:
+        if held is None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             Cgroup.remove_stale(name)  # the box of an earlier grading that was itself killed
             end_all(user.pw_uid)  # nothing of an earlier grading that was itself killed

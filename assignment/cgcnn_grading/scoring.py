@@ -151,13 +151,14 @@ def score(settings: Settings, parts: dict[str, Part], answers: dict[str, PartAns
 
 def _mae_points(settings, failures, network, answers, why, heldout, solution, extra) -> tuple[float, str, str]:
     """4b's points, the full account (published) and what the student sees before: the tier only."""
-    if failures:
-        text = "Not scored: a check of this part failed.\n" + "\n".join(failures)
+    gated = (f"4b evaluates your trained parameters in the grader's CGCNN, which is your network only when "
+             f"parts {', '.join(FORWARD_PARTS)} pass; {', '.join(network)} did not. Fix "
+             f"{'that part' if len(network) == 1 else 'those parts'} and your model's test MAE counts.")
+    if failures:  # both reasons when both hold: fixing 4b's check alone would not get the model scored
+        text = "\n".join(["Not scored: a check of this part failed.", *failures] + ([f"Also, {gated}"] if network else []))
         return 0.0, text, text
     if network:
-        text = (f"Not scored: 4b evaluates your trained parameters in the grader's CGCNN, which is your "
-                f"network only when parts {', '.join(FORWARD_PARTS)} pass; {', '.join(network)} did not. "
-                "Fix that part and your model's test MAE counts.")
+        text = f"Not scored: {gated}"
         return 0.0, text, text
     mae, reason = heldout_mae(answers, why, heldout, solution)
     if mae is None:
