@@ -953,6 +953,7 @@ def build(term: str = "") -> None:
         out = {name: tmp / "out" / name for name in ("student", "solutions", "autograder")}
         shutil.copytree(dist / "student", out["student"])
         shutil.copy(ASSIGNMENT / "student_requirements.txt", out["student"] / "requirements.txt")
+        shutil.copy(ASSIGNMENT / "student_README.md", out["student"] / "README.md")
         student_zip(out["student"])
         out["solutions"].mkdir(parents=True)
         nbformat.write(executed, out["solutions"] / f"{NAME}_solution.ipynb")
@@ -972,7 +973,7 @@ def build(term: str = "") -> None:
         print(note)
     print(f"""
 wrote
-  student/     {MASTER.name}, public tests, cgcnn_utils.py, data/ (no held-out crystals), requirements.txt,
+  student/     {MASTER.name}, public tests, cgcnn_utils.py, data/ (no held-out crystals), requirements.txt, README.md,
                and all of them in {STUDENT_ZIP} (for Colab): give to students
   solutions/   {NAME}_solution.ipynb (executed), written_answers.md: keep for the course staff
   autograder/  {ZIP_NAME}: upload to Gradescope ("Configure Autograder", zip upload); it holds the

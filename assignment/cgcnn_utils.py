@@ -507,7 +507,9 @@ def check_saved(notebook: str | Path) -> bool:
     cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
     with_outputs = sum(bool(c.get("outputs")) for c in cells)
     if with_outputs == 0:
-        print(f"{path.name} as saved has no outputs: save it (File > Save, or Ctrl+S), then run this cell again")
+        print(f"{path.name} as saved has no outputs: save it (File > Save, or Ctrl+S), then run this cell again. "
+              "Running the notebook headless (jupyter nbconvert --execute --inplace)? It writes the file when the run "
+              "ends: afterwards, open the notebook and run the Submit cells alone")
         return False
     print(f"{path.name} as saved: {with_outputs} of {len(cells)} code cells have outputs. If you ran cells since "
           "you last saved, save again before exporting.")

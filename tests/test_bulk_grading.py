@@ -395,7 +395,7 @@ def test_a_submission_never_waits_for_a_user_that_another_grader_holds(tmp_path)
     finally:
         for lock in held:
             lock.close()
-    assert [(r["submission"], r["status"], r["total"]) for r in rows] == [("untouched.ipynb", "graded", 0.0)], rows
+    assert [(r["submission"], r["status"], float(r["total"])) for r in rows] == [("untouched.ipynb", "graded", 0.0)], rows
 
 
 # Hostile names and file names (issue 24) ------------------------------------------------------------

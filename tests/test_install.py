@@ -155,7 +155,7 @@ def test_student_zip_is_deterministic_and_holds_every_other_file(tmp_path):
         assert z.namelist() == sorted(files), "every other file of the folder, sorted, nothing else"
         assert all(z.read(name) == data for name, data in files.items())
         assert {info.date_time for info in z.infolist()} == {build.FIXED_TIME}
-    for needed in (build.NB_NAME, "cgcnn_utils.py", "requirements.txt", "data/perovskites/id_prop.csv",
+    for needed in (build.NB_NAME, "cgcnn_utils.py", "requirements.txt", "README.md", "data/perovskites/id_prop.csv",
                    "data/atom_init.json", "tests/q1a.py"):
         assert needed in files, needed
     print(f"{len(files)} files, {len(first) / 1e6:.1f} MB zipped")

@@ -145,3 +145,13 @@ def test_alternative_correct_code_passes_every_public_test(case):
     env = _environment(stub=False, defs=_case_definitions(case))
     failed = {part: _failing(tests, env) for part, tests in _public_tests_by_part().items()}
     assert not any(failed.values()), f"{case.name} ({case.what}) fails public tests: {failed}"
+
+
+def test_an_in_place_residual_is_named_by_the_small_example_in_eval_mode_already():
+    """Issue 26: `atom_fea += ...` once failed the small example in train mode only, with values that
+    pointed at batch norm; the test now names the in-place change at its first call."""
+    case = next(c for c in S.CASES if c.name == "q2b_inplace_residual")
+    env = _environment(stub=False, defs=_case_definitions(case))
+    (small,) = [fn for fn in _public_tests_by_part()["q2b"] if fn.__name__ == "test_small_example"]
+    with pytest.raises(AssertionError, match=r"^eval mode: GatedConv changed its input atom_fea in place"):
+        _call(small, env)

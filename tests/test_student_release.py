@@ -33,3 +33,32 @@ def test_the_notebook_does_not_send_students_to_the_course_repository():
     text = "\n".join(cell.source for cell in nb.cells)
     for outside in ("benchmarks/", "build.py", "assignment/", "solutions/", "autograder/"):
         assert outside not in text, f"the student notebook mentions {outside}, which students do not have"
+
+
+def test_the_saved_file_check_says_what_a_headless_run_must_do(tmp_path, capsys):
+    """Issue 26: a notebook run by `jupyter nbconvert --execute --inplace` is written when the run ends,
+    so its Submit cells read it without outputs; the check says to run them afterwards, alone."""
+    import cgcnn_utils
+    path = tmp_path / build.NB_NAME
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), path)
+    assert cgcnn_utils.check_saved(path) is False
+    said = capsys.readouterr().out
+    assert "has no outputs: save it" in said and "headless" in said and "run the Submit cells alone" in said, said
+    done = nbformat.v4.new_code_cell("x = 1", outputs=[nbformat.v4.new_output("stream", text="1\n")])
+    nbformat.write(nbformat.v4.new_notebook(cells=[done]), path)
+    assert cgcnn_utils.check_saved(path) is True
+
+
+def test_the_student_readme_installs_the_pinned_torch_from_the_cpu_index_on_linux():
+    """Issue 26: students had only requirements.txt's comments, whose --extra-index-url made pip retry an
+    unreachable index for every package; the README installs torch alone from PyTorch's CPU index, at
+    requirements.txt's pin, then the rest from PyPI, for each of Linux, macOS and Windows."""
+    readme = (STUDENT / "README.md").read_text()
+    pin = re.search(r"^torch==([\d.]+)$", (STUDENT / "requirements.txt").read_text(), re.M).group(1)
+    linux = re.search(r"\*\*Linux\*\*.*?```bash\n(.*?)```", readme, re.S).group(1)
+    assert f"pip install torch=={pin} --index-url https://download.pytorch.org/whl/cpu && pip install -r " \
+           "requirements.txt" in linux, linux
+    for system in ("macOS", "Windows"):
+        commands = re.search(rf"\*\*{system}\*\*.*?```\w+\n(.*?)```", readme, re.S).group(1)
+        assert "pip install -r requirements.txt" in commands and "index-url" not in commands, commands
+    assert "extra-index-url" not in (STUDENT / "requirements.txt").read_text()

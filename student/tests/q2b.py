@@ -36,7 +36,10 @@ def test_small_example(GatedConv):
         x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, 1.0]])
         nbr_idx = torch.tensor([[1, 2], [0, 0], [1, 1]])
         nbr_fea = torch.tensor([[[1.0], [0.5]], [[0.2], [0.2]], [[0.0], [1.5]]])
-        out = {mode: conv.train(mode == 'train')(x, nbr_fea, nbr_idx) for mode in ('eval', 'train')}
+        out, x0 = ({}, x.clone())
+        for mode in ('eval', 'train'):
+            out[mode] = conv.train(mode == 'train')(x, nbr_fea, nbr_idx)
+            assert torch.equal(x, x0), f'{mode} mode: GatedConv changed its input atom_fea in place (atom_fea += ... or atom_fea.add_(...)): the next call sees other features, and backward fails in training; write out = atom_fea + ... instead'
     expected = {'eval': [[2.7492, 1.2723], [1.1124, 2.7416], [0.7178, 1.6699]], 'train': [[2.4906, 1.3976], [0.3566, 2.3031], [0.1914, 0.5495]]}
     mistakes = {'the concatenation order: it is centre v_i, neighbour v_j, edge u_ik': ([[1.8113, 1.0196], [2.0338, 2.9191], [0.6542, 1.7335]], [[0.7051, 0.5173], [1.5998, 3.4052], [0.2208, 0.7022]]), "the halves swapped: the first F columns of fc_full's output are the filter (sigmoid), the last F the core": ([[2.2486, 1.1328], [1.13, 3.0275], [0.5629, 1.7572]], [[2.4973, 0.4598], [0.4272, 3.4344], [0.1555, 0.7639]]), 'no sigmoid on the filter': ([[1.3192, 0.4203], [0.7772, 2.9884], [0.0779, 1.4365]], [[2.0525, 0.2284], [0.9594, 3.0627], [0.0876, 1.577]]), 'no residual connection (v_i + ...)': ([[1.8535, 1.2723], [1.1124, 1.0865], [1.3491, 0.9502]], [[1.6238, 1.3976], [0.3566, 0.7969], [0.4531, 0.2386]]), 'bn1 over each neighbour slot on its own: it normalises all N x M edges together': (expected['eval'], [[2.4985, 1.4042], [0.3832, 2.2904], [0.1755, 0.5518]])}
     for k, mode in enumerate(('eval', 'train')):
