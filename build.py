@@ -311,14 +311,27 @@ def _training_lr(nb) -> float:
     return ast.literal_eval(defaults["lr"])
 
 
+def classification_counts(data: Path = ASSIGNMENT / "data") -> dict[str, str]:
+    """The classification set's counts as the student release holds it (stage_student_data drops the
+    entries of part 4b's test formulas, all of them perovskites), and the full set's, for the text."""
+    test = {r["id"] for r in _rows(data / "perovskites" / "split.csv") if r["split"] == "test"}
+    rows = _rows(data / "classification" / "split.csv")
+    labels = dict(line.split(",")[:2] for line in (data / "classification" / "id_prop.csv").read_text().split())
+    kept = [r for r in rows if r["id"] not in test]
+    return {"CLASSIFICATION_ENTRIES": str(len(kept)), "CLASSIFICATION_TEST": str(sum(r["split"] == "test" for r in kept)),
+            "CLASSIFICATION_PEROVSKITES": str(sum(labels[r["id"]].strip() == "1" for r in kept)),
+            "CLASSIFICATION_ALL": str(len(rows))}
+
+
 def fill(text: str, thresholds: dict) -> str:
     """The master notebook's text with the build's values in place of its __NAME__ placeholders: the
     calibrated thresholds, the training recipe's numbers (recipe_numbers: its text never repeats
-    them), and the names the Colab setup cell uses (stated here only)."""
+    them), the classification set's counts as the student release holds it (classification_counts),
+    and the names the Colab setup cell uses (stated here only)."""
     import nbformat
     for key, value in thresholds.items():
         text = text.replace(f"__{key.upper()}__", f"{value:.3f}")
-    for key, value in recipe_numbers(nbformat.reads(text, as_version=4)).items():
+    for key, value in {**recipe_numbers(nbformat.reads(text, as_version=4)), **classification_counts()}.items():
         text = text.replace(f"__{key}__", value)
     for key, value in {"student_zip": STUDENT_ZIP, "torch_cpu_index": TORCH_CPU_INDEX}.items():
         text = text.replace(f"__{key.upper()}__", value)

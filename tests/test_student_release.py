@@ -62,3 +62,22 @@ def test_the_student_readme_installs_the_pinned_torch_from_the_cpu_index_on_linu
         commands = re.search(rf"\*\*{system}\*\*.*?```\w+\n(.*?)```", readme, re.S).group(1)
         assert "pip install -r requirements.txt" in commands and "index-url" not in commands, commands
     assert "extra-index-url" not in (STUDENT / "requirements.txt").read_text()
+
+
+def test_part_6_quotes_the_student_folders_own_counts():
+    """Issue 26: Part 6 said "about 500 oxides" (the full set's 497, 124 in test) while the student
+    folder holds fewer (the perovskites of part 4b's test formulas are left out); it now quotes the
+    folder's own counts, and the full set's as the card's, with why they differ."""
+    import csv
+    folder = STUDENT / "data" / "classification"
+    split = list(csv.DictReader((folder / "split.csv").open()))
+    labels = dict(line.split(",")[:2] for line in (folder / "id_prop.csv").read_text().split())
+    nb = nbformat.read(STUDENT / build.NB_NAME, as_version=4)
+    (text,) = [c.source for c in nb.cells if c.cell_type == "markdown" and "## Part 6 (optional" in c.source]
+    said = re.search(r"holds (\d+) oxides \((\d+) in its test set\).*?\n(\d+) are perovskites", text, re.S)
+    assert said, text[:600]
+    assert [int(n) for n in said.groups()] == [len(split), sum(r["split"] == "test" for r in split),
+                                               sum(v.strip() == "1" for v in labels.values())]
+    assert len(split) < int(re.search(r"the full set,\s+(\d+) oxides", text).group(1)), "the full set is larger"
+    answer = nb.cells[nb.cells.index(next(c for c in nb.cells if "def train_classifier" in c.source)) + 1]
+    assert answer.cell_type == "markdown" and answer.source.startswith("**Your report (Part 6, ungraded).**")
