@@ -313,7 +313,7 @@ def _training_lr(nb) -> float:
 
 def classification_counts(data: Path = ASSIGNMENT / "data") -> dict[str, str]:
     """The classification set's counts as the student release holds it (stage_student_data drops the
-    entries of part 4b's test formulas, all of them perovskites), and the full set's, for the text."""
+    crystals it shares with part 4b's test set: perovskites of the test formulas), and the full set's."""
     test = {r["id"] for r in _rows(data / "perovskites" / "split.csv") if r["split"] == "test"}
     rows = _rows(data / "classification" / "split.csv")
     labels = dict(line.split(",")[:2] for line in (data / "classification" / "id_prop.csv").read_text().split())
