@@ -376,11 +376,11 @@ def with_seed(nb, seed: int):
     return nb
 
 
-def execute(notebook: Path, term: str = "", timeout: int = 1800) -> "nbformat.NotebookNode":
+def execute(notebook: Path, term: str = "", timeout: int = 1800, running: list | None = None) -> "nbformat.NotebookNode":
     """Run a notebook top to bottom in its own directory, on one torch thread as graded and with
     PORTABLE_KERNELS, so that the same commit gives the same outputs on every CPU kind measured (see
     `keep_if_equivalent` for others), without its export cell (which would grade the notebook as saved
-    and overwrite this run's outputs)."""
+    and overwrite this run's outputs). `running` gets the NotebookClient, for `end_execution`."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -401,6 +401,8 @@ def execute(notebook: Path, term: str = "", timeout: int = 1800) -> "nbformat.No
                IPYTHONDIR=str(ipython), **{TERM_VARIABLE: term})
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(notebook.parent)}})
+    if running is not None:
+        running.append(client)
     try:
         client.execute(env=env, cwd=str(notebook.parent))
     except CellExecutionError as err:
@@ -413,6 +415,17 @@ def execute(notebook: Path, term: str = "", timeout: int = 1800) -> "nbformat.No
     finally:
         shutil.rmtree(ipython, ignore_errors=True)
     return normalise(nb)
+
+
+def end_execution(running: list, execution) -> None:
+    """End an `execute` running in another thread (its future `execution`): kill its kernel, which the
+    client then reports dead, until the thread has returned."""
+    while not execution.done():
+        for client in running:
+            process = getattr(getattr(getattr(client, "km", None), "provisioner", None), "process", None)
+            if process is not None:
+                process.kill()
+        time.sleep(0.2)
 
 
 def normalise(nb):
@@ -908,6 +921,53 @@ def calibrated_thresholds() -> dict:
     return calibration["thresholds"]
 
 
+def prove_autograder(zip_path: Path, dist: Path, tmp: Path) -> None:
+    """The new autograder, proven on the master: the solution scores every point, each hidden and public
+    test by name, and the student notebook as released none, every test failing; BuildError otherwise,
+    with the grading's results kept."""
+    import nbformat
+    solution_nb = dist / "autograder" / MASTER.name
+    try:
+        results = grade(zip_path, solution_nb, tmp / "grade")
+    except BuildError as err:
+        kept = keep_failure("grading", [tmp / "grade" / "grader.log", solution_nb])
+        raise BuildError(f"{err}\n  the grader's output: {_shown(kept / 'grader.log')}") from None
+    score = sum(t.get("score", 0) for t in results["tests"])
+    possible = sum(t.get("max_score", 0) for t in results["tests"])
+    points = question_points(nbformat.read(MASTER, as_version=4))
+    graded = scores(results)
+    if set(graded) != set(points) or not math.isclose(possible, sum(points.values()), abs_tol=1e-6):
+        # an autograder that could not grade (0/0, a part missing) is no autograder, whatever it wrote
+        kept = keep_failure("grading", [tmp / "grade" / "results.json", tmp / "grade" / "grader.log"])
+        missing = ", ".join(sorted(set(points) - set(graded))) or "none"
+        raise BuildError(f"grading the solution reported {possible:g} points possible for parts "
+                         f"{', '.join(graded) or 'none'}, not the master's {sum(points.values()):g} for "
+                         f"{', '.join(points)} (missing: {missing}):\n  {_one_line(results.get('output', ''))[:600]}"
+                         f"\n  the grading's results and log are kept in {_shown(kept)}/")
+    try:
+        failed_tests = solution_test_failures(results, dist / "autograder" / "tests")
+    except BuildError as err:
+        kept = keep_failure("grading", [tmp / "grade" / "results.json", tmp / "grade" / "grader.log"])
+        raise BuildError(f"{err}\n  the grading's results are kept in {_shown(kept)}/") from None
+    if failed_tests or not math.isclose(score, possible, abs_tol=1e-6):
+        from cgcnn_grading.execution import EXECUTED
+        kept = keep_failure("grading", [tmp / "grade" / name for name in ("results.json", EXECUTED, "grader.log")]
+                            + [solution_nb])
+        errors = cell_errors(tmp / "grade", nbformat.read(solution_nb, as_version=4))
+        raise BuildError(f"the solution scores {score:g}/{possible:g}:\n  " + "".join(f"{f}\n  " for f in failed_tests)
+                         + f"{failure(results, errors)}\n"
+                         f"  the grading's results (results.json, {EXECUTED}: the notebook as graded, with its "
+                         f"outputs; grader.log) are kept in {_shown(kept)}/")
+    print(f"solution scores {score:g}/{possible:g}; grading the student notebook as released (every test must "
+          "fail before its part is written) ...")
+    unwritten = grade(zip_path, dist / "student" / MASTER.name, tmp / "grade-student")
+    check_tests_can_fail(unwritten, dist / "autograder" / "tests")
+    earned = sum(t.get("score", 0) for t in unwritten["tests"])
+    if earned:
+        raise BuildError(f"the student notebook as released scores {earned:g} points before any part is written: "
+                         f"{failure(unwritten)[:600]}")
+
+
 def build(term: str = "") -> None:
     """The three releases; `term` (a course term's name) reseeds the hidden tests' inputs."""
     import nbformat
@@ -920,49 +980,20 @@ def build(term: str = "") -> None:
     with tempfile.TemporaryDirectory(prefix="cgcnn-build-") as tmp:
         tmp = Path(tmp)
         zip_path, dist = assemble(tmp, thresholds, term)
-        print("grading the solution with the new autograder ...")
         solution_nb = dist / "autograder" / MASTER.name
-        try:
-            results = grade(zip_path, solution_nb, tmp / "grade")
-        except BuildError as err:
-            kept = keep_failure("grading", [tmp / "grade" / "grader.log", solution_nb])
-            raise BuildError(f"{err}\n  the grader's output: {_shown(kept / 'grader.log')}") from None
-        score = sum(t.get("score", 0) for t in results["tests"])
-        possible = sum(t.get("max_score", 0) for t in results["tests"])
-        points = question_points(nbformat.read(MASTER, as_version=4))
-        graded = scores(results)
-        if set(graded) != set(points) or not math.isclose(possible, sum(points.values()), abs_tol=1e-6):
-            # an autograder that could not grade (0/0, a part missing) is no autograder, whatever it wrote
-            kept = keep_failure("grading", [tmp / "grade" / "results.json", tmp / "grade" / "grader.log"])
-            missing = ", ".join(sorted(set(points) - set(graded))) or "none"
-            raise BuildError(f"grading the solution reported {possible:g} points possible for parts "
-                             f"{', '.join(graded) or 'none'}, not the master's {sum(points.values()):g} for "
-                             f"{', '.join(points)} (missing: {missing}):\n  {_one_line(results.get('output', ''))[:600]}"
-                             f"\n  the grading's results and log are kept in {_shown(kept)}/")
-        try:
-            failed_tests = solution_test_failures(results, dist / "autograder" / "tests")
-        except BuildError as err:
-            kept = keep_failure("grading", [tmp / "grade" / "results.json", tmp / "grade" / "grader.log"])
-            raise BuildError(f"{err}\n  the grading's results are kept in {_shown(kept)}/") from None
-        if failed_tests or not math.isclose(score, possible, abs_tol=1e-6):
-            from cgcnn_grading.execution import EXECUTED
-            kept = keep_failure("grading", [tmp / "grade" / name for name in ("results.json", EXECUTED, "grader.log")]
-                                + [solution_nb])
-            errors = cell_errors(tmp / "grade", nbformat.read(solution_nb, as_version=4))
-            raise BuildError(f"the solution scores {score:g}/{possible:g}:\n  " + "".join(f"{f}\n  " for f in failed_tests)
-                             + f"{failure(results, errors)}\n"
-                             f"  the grading's results (results.json, {EXECUTED}: the notebook as graded, with its "
-                             f"outputs; grader.log) are kept in {_shown(kept)}/")
-        print(f"solution scores {score:g}/{possible:g}; grading the student notebook as released (every test must "
-              "fail before its part is written) ...")
-        unwritten = grade(zip_path, dist / "student" / MASTER.name, tmp / "grade-student")
-        check_tests_can_fail(unwritten, dist / "autograder" / "tests")
-        earned = sum(t.get("score", 0) for t in unwritten["tests"])
-        if earned:
-            raise BuildError(f"the student notebook as released scores {earned:g} points before any part is written: "
-                             f"{failure(unwritten)[:600]}")
-        print("the unwritten notebook scores 0; executing the solution notebook ...")
-        executed = execute(solution_nb, term)
+        # The execution (one core: torch's portable kernels, one thread) runs beside the gradings (a core
+        # each, one at a time); a failed grading ends it.
+        print("executing the solution notebook; beside it, grading the solution with the new autograder ...")
+        running = []
+        with ThreadPoolExecutor(1) as pool:
+            execution = pool.submit(execute, solution_nb, term, running=running)
+            try:
+                prove_autograder(zip_path, dist, tmp)
+            except BaseException:
+                end_execution(running, execution)
+                raise
+            print("the unwritten notebook scores 0; waiting for the execution of the solution notebook ...")
+            executed = execution.result()
         out = {name: tmp / "out" / name for name in ("student", "solutions", "autograder")}
         shutil.copytree(dist / "student", out["student"])
         shutil.copy(ASSIGNMENT / "student_requirements.txt", out["student"] / "requirements.txt")
@@ -1230,12 +1261,13 @@ TEXT_COLUMNS = ("submission", "name", "email", "sid", "status", "reason", "resul
 
 
 def grade_folder(source: Path, csv_path: Path, jobs: int | None = None, results_root: Path | None = None,
-                 zip_path: Path = AUTOGRADER_ZIP, timeout: float | None = None) -> list[dict]:
+                 zip_path: Path = AUTOGRADER_ZIP, timeout: float | None = None, first_user: int = 1) -> list[dict]:
     """Grade every submission in `source` (see find_submissions) with the autograder zip, each as
-    Gradescope grades it (build.grade), `jobs` side by side (side_by_side), each in at most `timeout`
-    seconds (Gradescope's run limit by default). Keeps each submission's results.json and grader.log
-    in `results_root` (default: next to the CSV, NAME-results/; it must be new or empty), and writes
-    the CSV whole at the end: one row per submission."""
+    Gradescope grades it (build.grade), `jobs` side by side (side_by_side, from the grading user
+    cgcnn-student-`first_user` on), each in at most `timeout` seconds (Gradescope's run limit by
+    default). Keeps each submission's results.json and grader.log in `results_root` (default: next to
+    the CSV, NAME-results/; it must be new or empty), and writes the CSV whole at the end: one row per
+    submission."""
     from cgcnn_grading.settings import GRADESCOPE_TIMEOUT
     timeout = GRADESCOPE_TIMEOUT if timeout is None else timeout
     if not Path(zip_path).is_file():
@@ -1290,7 +1322,7 @@ def grade_folder(source: Path, csv_path: Path, jobs: int | None = None, results_
                       flush=True)
             return row
 
-        rows = side_by_side(subs, work, workers)
+        rows = side_by_side(subs, work, workers, first_user=first_user)
     hours = (time.monotonic() - start) / 3600
     for row in rows:  # numbers as numbers; every text cell as text (names, ids, file names and reasons come from uploads)
         row.update({p: f"{row[p]:g}" for p in parts if p in row}, total=f"{row['total']:g}", possible=f"{possible:g}",

@@ -5,6 +5,7 @@ pyproject.toml puts the repository root (build.py) and tests/ on pytest's path.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,15 +21,38 @@ ASSIGNMENT = ROOT / "assignment"
 GRADING_FIXTURES = {"built", "graded", "failing", "trip", "notebooks"}
 
 
+# The suite runs in two worker processes (pyproject.toml: pytest-xdist, -n 2 --dist loadgroup), each
+# taking one group of tests at a time: a group is a file, except the files that share the student's round
+# trip (its run, its grading, the PDF user): one group, one worker. The groups start longest first, so
+# that the catalogue (two gradings at a time) and the build (one core) run beside each other, and the
+# short files fill in at the end; the rest keep their order.
+SHARED_GROUPS = {"test_roundtrip": "roundtrip", "test_gradescope": "roundtrip", "test_pdf_export": "roundtrip",
+                 "test_pdf_hostile": "roundtrip"}
+FIRST = ["test_submissions", "test_assignment", "roundtrip", "test_isolation", "test_bulk_grading",
+         "test_sandbox", "test_build_errors"]
+
+
+def group(item) -> str:
+    stem = item.path.stem
+    return SHARED_GROUPS.get(stem, stem)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if GRADING_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.grading)
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    rank = {name: k for k, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(group(item), len(FIRST)))  # stable: the rest keep their order
 
 
-# How long the busy loops share the CPUs with the build: its first minutes, which grade the solution
-# under time limits (what load once broke); the execution after, with generous cell timeouts, runs alone.
-BUSY_SECONDS = 300
+# The busy loops share the CPUs with the build while it grades the solution and the unwritten notebook
+# under time limits (what load once broke), beside its execution of the solution, until it prints this;
+# the rest of the execution, with generous cell timeouts, runs beside whatever else the suite runs.
+# The loops end after BUSY_SECONDS in any case.
+GRADED = "the unwritten notebook scores 0"
+BUSY_SECONDS = 600
 
 
 @pytest.fixture(scope="session")
@@ -36,11 +60,11 @@ def built(tmp_path_factory):
     """A copy of the repository's tracked sources with `python build.py` run in it: what an
     instructor gets from a clean checkout. Returns the copy's root.
 
-    The build starts while two CPU-bound loops keep both cores of this machine busy (for its first
-    BUSY_SECONDS, its grading of the solution): a build must not fail because other work shares the CPUs.
-    It runs with the Python of a virtual environment inside the copy (`.venv`, a newcomer's habit: it
-    once made grading fail, and the build replaced the releases with an autograder that scored 0/0);
-    the modes of the copy's folders before the build are in BUILT_MODES, next to the copy."""
+    The build grades the solution while two CPU-bound loops keep both cores of this machine busy: a
+    build must not fail because other work shares the CPUs. It runs with the Python of a virtual
+    environment inside the copy (`.venv`, a newcomer's habit: it once made grading fail, and the build
+    replaced the releases with an autograder that scored 0/0); the modes of the copy's folders before
+    the build are in BUILT_MODES, and what it printed in BUILT_OUTPUT, next to the copy."""
     work = tmp_path_factory.mktemp("checkout")
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for rel in files:  # the sources and the committed executed solution (the build keeps it within rounding)
@@ -52,18 +76,32 @@ def built(tmp_path_factory):
     (work.parent / BUILT_MODES).write_text(json.dumps(folder_modes(work)))
     loop = f"import time\nend = time.monotonic() + {BUSY_SECONDS}\nwhile time.monotonic() < end:\n    pass"
     busy = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(2)]
+    output = []
     try:
-        done = subprocess.run([str(venv / "bin" / "python"), "build.py"], cwd=work, capture_output=True, text=True)
+        with subprocess.Popen([str(venv / "bin" / "python"), "build.py"], cwd=work, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"}) as run:
+            for line in run.stdout:
+                output.append(line)
+                if GRADED in line:
+                    _end(busy)
     finally:
-        for process in busy:
-            process.kill()
-            process.wait()
-    assert done.returncode == 0, f"build failed beside two busy loops:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        _end(busy)
+    (work.parent / BUILT_OUTPUT).write_text("".join(output))
+    assert run.returncode == 0, f"build failed beside two busy loops:\n{''.join(output)[-6000:]}"
+    assert any(GRADED in line for line in output), "the build no longer says when it has graded: see GRADED"
     shutil.rmtree(venv)  # not a release: the releases are compared file by file
     return work
 
 
+def _end(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
 BUILT_MODES = "modes-before-build.json"
+BUILT_OUTPUT = "build-output.txt"
 
 
 def folder_modes(root: Path) -> dict[str, str]:

@@ -8,6 +8,8 @@ import copy
 import json
 import re
 import shutil
+import threading
+from types import SimpleNamespace
 
 import nbformat
 import pytest
@@ -33,6 +35,30 @@ def forbid(monkeypatch, *steps):
     """Make the build fail the test if it reaches one of these steps (it should stop before them)."""
     for step in steps:
         monkeypatch.setattr(build, step, lambda *a, _step=step, **k: pytest.fail(f"the build reached {_step}"))
+
+
+class _Kernel:
+    """The execution's kernel process as `build.end_execution` kills it."""
+
+    def __init__(self):
+        self.killed = threading.Event()
+
+    def kill(self):
+        self.killed.set()
+
+
+def executing_until_ended(monkeypatch) -> _Kernel:
+    """build.execute replaced by an execution that runs until its kernel is killed, as the build must
+    kill it when a grading beside it fails; returns that kernel."""
+    kernel = _Kernel()
+
+    def execute(notebook, term="", timeout=1800, running=None):
+        running.append(SimpleNamespace(km=SimpleNamespace(provisioner=SimpleNamespace(process=kernel))))
+        if not kernel.killed.wait(900):
+            raise AssertionError("the build let the execution run on after its grading failed")
+        raise build.BuildError("executing the notebook failed: DeadKernelError: Kernel died")
+    monkeypatch.setattr(build, "execute", execute)
+    return kernel
 
 
 def edit_master(change):
@@ -199,8 +225,10 @@ def test_an_autograder_that_cannot_grade_fails_the_build_and_replaces_nothing(tr
     """0/0 is not full marks: a grading that reports fewer parts or points than the master's fails the
     build (as a grader that could not start did, counted as full marks), and no release is replaced."""
     monkeypatch.setattr(build, "grade", lambda *args, **kwargs: results)
-    forbid(monkeypatch, "execute", "_swap")
+    forbid(monkeypatch, "_swap")
+    kernel = executing_until_ended(monkeypatch)
     message = failure_of(build.build)
+    assert kernel.killed.is_set(), "the execution beside the failed grading was not ended"
     assert message.startswith("grading the solution reported "), message
     assert "not the master's 30 for q1a, q1b, q1c, q2a, q2b, q3, q4a, q4b" in message, message
     assert f"(missing: {missing})" in message, message
@@ -232,11 +260,14 @@ SCALAR_TEST = """def test_a_scalar_distance(gaussian_expand, solution):
 @pytest.mark.grading
 def test_a_hidden_test_that_the_solution_fails_stops_the_build_naming_it(tree, monkeypatch):
     """One grading of the solution: the hidden test added to q1c (the otter way, in the master) is run,
-    fails on the solution, and the build stops before executing the solution or replacing a release."""
+    fails on the solution, and the build stops, ending the execution of the solution beside it, before
+    it replaces a release."""
     add_test("q1c", SCALAR_TEST.replace("assert got.shape == want.shape", "assert got.shape == (40,)"), 0)
     stamp_calibration()
-    forbid(monkeypatch, "execute", "_swap")
+    forbid(monkeypatch, "_swap")
+    kernel = executing_until_ended(monkeypatch)
     message = failure_of(build.build)
+    assert kernel.killed.is_set(), "the execution beside the failed grading was not ended"
     assert message.startswith("the solution scores 28/30:\n  the solution fails q1c's hidden test "
                               "test_a_scalar_distance (the test cell of q1c defining test_a_scalar_distance, cell "), message
     assert "cgcnn_perovskites.ipynb): shape (41,) for one distance, expected (41,)" in message, message

@@ -254,9 +254,10 @@ def test_the_solution_scores_full_marks_and_a_table_of_labels_changes_nothing(tm
     solution = _grade(tmp_path, S.Case("solution", "determinism", "", None, S.full(), recipe="full"))
     assert build.scores(solution) == S.full(), solution
     assert 0 < solution["extra_data"]["test_mae"] < 0.09
+    # the short recipe: the table of labels would score 4b whatever the model, if the grader read it
     cheat = _grade(tmp_path, S.Case("lookup", "adversarial", "", S.edits(
         S.replace("def train_epoch", S.STEP, ""), S._lookup_table(), S.insert(S.CHECK_4B, S.RETRAIN_AFTER_CHECK)),
-        S.full(q4b=0), recipe="full"))
+        S.full(q4b=0)))
     assert build.scores(cheat) == S.full(q4b=0)
     assert S.UNTRAINED in cheat["tests"][-1]["output"], "the untrained model's own MAE is what counts"
 

@@ -135,3 +135,24 @@ def test_grading_is_deterministic(graded):
     assert all(build.scores(r) == build.scores(runs[0]) for r in runs)
     maes = [S.test_mae(r) for r in runs]
     assert all(math.isclose(m, maes[0], rel_tol=0, abs_tol=1e-9) for m in maes), f"another model each time: {maes}"
+
+
+def test_the_cases_stopped_by_a_time_limit_meet_the_limits_their_zip_states(tmp_path):
+    """S.with_limits changes grading.json's limits and nothing else; the grader reads them from it (and
+    the defaults from a zip that states none)."""
+    import zipfile
+    from cgcnn_grading.settings import SETTINGS_FILE, Limits, Settings
+    short = S.with_limits(build.AUTOGRADER_ZIP, tmp_path / "short.zip")
+    with zipfile.ZipFile(build.AUTOGRADER_ZIP) as a, zipfile.ZipFile(short) as b:
+        assert a.namelist() == b.namelist()
+        changed = [n for n in a.namelist() if a.read(n) != b.read(n)]
+        assert changed == [SETTINGS_FILE], changed
+        for name, z in (("released", a), ("short", b)):
+            (tmp_path / name).mkdir()
+            (tmp_path / name / SETTINGS_FILE).write_bytes(z.read(SETTINGS_FILE))
+    assert Settings.load(tmp_path / "short").limits == S.LIMITS != Limits()
+    assert Settings.load(tmp_path / "released").limits == Limits()
+    raw = json.loads((tmp_path / "released" / SETTINGS_FILE).read_text())
+    raw.pop("limits", None)  # an autograder built before the zip stated its limits
+    (tmp_path / "released" / SETTINGS_FILE).write_text(json.dumps(raw))
+    assert Settings.load(tmp_path / "released").limits == Limits()
