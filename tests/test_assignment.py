@@ -75,7 +75,7 @@ def test_build_writes_three_releases(built):
 
 
 def test_the_build_grades_the_solution_full_marks_with_the_new_autograder(built):
-    """The build grades the master's solution with the zip it has just made, beside two busy loops, and
+    """The build grades the master's solution with the zip it has just made, beside other work, and
     stops unless it scores every point (tests/test_build_errors.py breaks it); its own report is read."""
     printed = (built.parent / BUILT_OUTPUT).read_text()
     possible = sum(POINTS.values())

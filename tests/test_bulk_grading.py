@@ -29,11 +29,10 @@ import build
 import submissions as S
 from cgcnn_grading import sandbox, scoring
 from cgcnn_grading.grade import SCRATCH_PREFIX
-from cgcnn_grading.settings import Limits
 from conftest import ROOT
 
 POINTS = build.autograder_points(build.AUTOGRADER_ZIP)
-BULK_LIMITS = Limits(cell_cpu_seconds=120, cell_wall_seconds=240)  # the solution's training cell: 78 s of CPU
+SOLUTION = S.Case("solution", "determinism", "", None, S.full())  # the catalogue's short recipe
 OWN_USER = 21  # a grading user no other grading of the suite reaches (each takes the first free one)
 COLUMNS = ["submission", "name", "email", "sid", *POINTS, "total", "possible", "test_mae", "status", "reason",
            "results"]
@@ -276,18 +275,18 @@ def test_a_previous_runs_results_are_never_overwritten(tmp_path):
 @root_only
 @pytest.mark.grading
 def test_bulk_grading_of_a_gradescope_export_side_by_side(tmp_path):
-    """Four submissions with -j 2 through the real CLI: the solution (30/30 and its test MAE), a
-    notebook whose part 1a raises (21/30), the student notebook with a cell that loops until its time
-    limit stops it (time limit, 0/30), a folder without a notebook (error, with the grader's reason);
-    and a fifth, listed in the metadata without a folder (error)."""
+    """Four submissions with -j 2 through the real CLI, each with the catalogue's short recipe: the
+    solution (23/30: all but 4b, and its test MAE), a notebook whose part 1a raises (21/30), the student
+    notebook with a cell that loops until its time limit stops it (time limit, 0/30), a folder without a
+    notebook (error, with the grader's reason); and a fifth, listed in the metadata without a folder
+    (error). The autograder states the catalogue's short limits (S.LIMITS): the loop is stopped in
+    seconds (the default limits: test_sandbox.py, test_gradescope.py)."""
     loops = S.notebook(case("endless_loop"), base=student_notebook())
     export = export_folder(tmp_path / "export", {
-        "submission_1001": S.base_notebook(), "submission_1002": S.notebook(case("part1_raises")),
+        "submission_1001": S.notebook(SOLUTION), "submission_1002": S.notebook(case("part1_raises")),
         "submission_1003": loops, "submission_1004": None})
     out = tmp_path / "marks" / "scores.csv"
-    # the autograder with a cell's CPU time cut to what the solution's training cell needs and half again,
-    # so that the loop is stopped in two minutes instead of four (the limit's own tests: test_sandbox.py)
-    autograder = S.with_limits(build.AUTOGRADER_ZIP, tmp_path / "autograder.zip", BULK_LIMITS)
+    autograder = S.with_limits(build.AUTOGRADER_ZIP, tmp_path / "autograder.zip")
     done = subprocess.run([sys.executable, "build.py", "grade", str(export), "-o", str(out), "-j", "2",
                            "--autograder", str(autograder)], cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -304,9 +303,10 @@ def test_bulk_grading_of_a_gradescope_export_side_by_side(tmp_path):
         assert float(row["total"]) == pytest.approx(sum(scored), abs=1e-9), row
 
     solution, wrong, stopped, empty, missing = rows.values()
-    assert (solution["status"], solution["reason"], float(solution["total"])) == ("graded", "", 30)
-    calibrated = json.loads(build.CALIBRATION.read_text())["seeds"]["0"]  # the notebook's recipe, seed 0
-    assert abs(float(solution["test_mae"]) - calibrated) <= S.MAE_TOLERANCE, solution
+    assert (solution["status"], solution["reason"], float(solution["total"])) == ("graded", "", 23)
+    assert {p: float(solution[p]) for p in POINTS} == SOLUTION.expected
+    graded_alone = S.MEASURED_MAE["solution_run_1"]  # the catalogue's record of this notebook
+    assert abs(float(solution["test_mae"]) - graded_alone) <= S.MAE_TOLERANCE, solution
     assert wrong["status"] == "graded" and wrong["test_mae"] == ""
     assert {p: float(wrong[p]) for p in POINTS} == case("part1_raises").expected and float(wrong["total"]) == 21
     assert stopped["status"] == "time limit", stopped

@@ -4,7 +4,8 @@ user of its own on a CPU of its own, the longest first), then checked part by pa
 
 Most cases train with the short recipe (submissions.SHORT_EPOCHS); the cases whose point is part 4b's
 tier train with the notebook's (`recipe="full"`), and three wait for a time limit (two for the CPU-time
-limit of a cell, one for the wall-clock limit, beside the others). The checks of the catalogue itself
+limit of a cell, one for the wall-clock limit, beside the others), graded with the same zip stating
+the short limits S.LIMITS (20 s of CPU, 90 s of wall-clock time per cell). The checks of the catalogue itself
 take seconds. CGCNN_AUTOGRADER_ZIP=path grades the catalogue with another autograder zip (a candidate
 release).
 """
