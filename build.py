@@ -471,11 +471,14 @@ def grade(zip_path: Path, submission: Path, out: Path | None = None, prefix: lis
         with zipfile.ZipFile(zip_path) as z:
             z.extractall(root / "source")
         upload = root / "submission"
+        uploaded = _uploaded_zip(submission) if submission.is_dir() else None
+        if uploaded is not None:  # a zip as the student uploaded it (Gradescope's export keeps it so)
+            submission = uploaded
         if submission.is_dir():
             shutil.copytree(submission, upload, symlinks=True)
         elif submission.suffix == ".zip":
             try:
-                with zipfile.ZipFile(submission) as z:
+                with zipfile.ZipFile(submission) as z:  # unpacked, as Gradescope unpacks an uploaded zip
                     z.extractall(upload)
             except zipfile.BadZipFile as err:
                 raise BuildError(f"{submission.name} is not a readable zip ({err}): the student should "
@@ -510,6 +513,14 @@ def grade(zip_path: Path, submission: Path, out: Path | None = None, prefix: lis
                 if kept.is_file() and not kept.is_symlink():
                     shutil.copy(kept, out / kept.name)
         return json.loads(results.read_text())
+
+
+def _uploaded_zip(folder: Path) -> Path | None:
+    """The one zip in a submission folder that holds no notebook (the export cell's zip, uploaded), or None."""
+    if any(p.suffix == ".ipynb" for p in folder.rglob("*")):
+        return None
+    zips = [p for p in folder.iterdir() if p.suffix == ".zip" and p.is_file() and not p.is_symlink()]
+    return zips[0] if len(zips) == 1 else None
 
 
 def _end_ended_run(user: str, lock: int | None) -> None:

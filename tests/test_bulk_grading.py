@@ -14,6 +14,7 @@ import json
 import os
 import pwd
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -113,16 +114,23 @@ def student_notebook() -> nbformat.NotebookNode:
     return nbformat.read(S.STUDENT, as_version=4)
 
 
-def export_folder(root: Path, notebooks: dict[str, nbformat.NotebookNode | None]) -> Path:
+EXPORTED_ZIP = f"{build.NAME}_2026_12_07T10_15_00_000000.zip"  # the export cell's zip, as a student uploads it
+
+
+def export_folder(root: Path, notebooks: dict[str, nbformat.NotebookNode | None], zipped: tuple[str, ...] = ()) -> Path:
     """Gradescope's export in `root`: METADATA and a folder per submission holding what the student
-    uploaded (Gradescope unpacks an uploaded zip); None: a folder without a notebook. submission_1005
-    is listed but has no folder."""
+    uploaded: the notebook, or for the keys in `zipped` the export cell's zip holding it (the export
+    keeps an uploaded zip as it was); None: a folder without a notebook. submission_1005 is listed but
+    has no folder."""
     root.mkdir(parents=True)
     (root / build.METADATA).write_text(METADATA)
     for key, nb in notebooks.items():
         (root / key).mkdir()
         if nb is None:
             (root / key / "answers.txt").write_text("I wrote my answers in the notebook.\n")
+        elif key in zipped:
+            with zipfile.ZipFile(root / key / EXPORTED_ZIP, "w") as z:
+                z.writestr(build.NB_NAME, nbformat.writes(nb))
         else:
             nbformat.write(nb, root / key / build.NB_NAME)
     return root
@@ -183,6 +191,23 @@ def test_bad_input_is_named(tmp_path, make, message):
     source = make(tmp_path)
     with pytest.raises(build.BuildError, match=message):
         build.find_submissions(source, tmp_path / "unpack")
+
+
+def test_a_submission_folder_holding_only_the_uploaded_zip_is_graded_from_that_zip(tmp_path):
+    """Gradescope's export keeps an uploaded zip as it was: grading unpacks the folder's one zip when the
+    folder holds no notebook (and only then: a notebook beside it, two zips, or a link are left as they are)."""
+    one = export_folder(tmp_path / "one", {"submission_1001": student_notebook()}, zipped=("submission_1001",))
+    assert build._uploaded_zip(one / "submission_1001") == one / "submission_1001" / EXPORTED_ZIP
+    folder = one / "submission_1001"
+    nbformat.write(student_notebook(), folder / build.NB_NAME)
+    assert build._uploaded_zip(folder) is None  # the notebook is graded
+    (folder / build.NB_NAME).unlink()
+    shutil.copy(folder / EXPORTED_ZIP, folder / "again.zip")
+    assert build._uploaded_zip(folder) is None  # two zips: which one? the grader says what it holds
+    (folder / "again.zip").unlink()
+    (folder / EXPORTED_ZIP).rename(tmp_path / "elsewhere.zip")
+    (folder / EXPORTED_ZIP).symlink_to(tmp_path / "elsewhere.zip")
+    assert build._uploaded_zip(folder) is None  # a link is never followed
 
 
 def test_a_zip_that_is_not_an_export_is_refused(tmp_path):
@@ -276,7 +301,8 @@ def test_a_previous_runs_results_are_never_overwritten(tmp_path):
 @pytest.mark.grading
 def test_bulk_grading_of_a_gradescope_export_side_by_side(tmp_path):
     """Four submissions with -j 2 through the real CLI, each with the catalogue's short recipe: the
-    solution (23/30: all but 4b, and its test MAE), a notebook whose part 1a raises (21/30), the student
+    solution (23/30: all but 4b, and its test MAE), a notebook whose part 1a raises (21/30), uploaded as
+    the export cell's zip (issue 28: it was not unpacked, "no notebook ... it holds ....zip"), the student
     notebook with a cell that loops until its time limit stops it (time limit, 0/30), a folder without a
     notebook (error, with the grader's reason); and a fifth, listed in the metadata without a folder
     (error). The autograder states the catalogue's short limits (S.LIMITS): the loop is stopped in
@@ -284,7 +310,7 @@ def test_bulk_grading_of_a_gradescope_export_side_by_side(tmp_path):
     loops = S.notebook(case("endless_loop"), base=student_notebook())
     export = export_folder(tmp_path / "export", {
         "submission_1001": S.notebook(SOLUTION), "submission_1002": S.notebook(case("part1_raises")),
-        "submission_1003": loops, "submission_1004": None})
+        "submission_1003": loops, "submission_1004": None}, zipped=("submission_1002",))
     out = tmp_path / "marks" / "scores.csv"
     autograder = S.with_limits(build.AUTOGRADER_ZIP, tmp_path / "autograder.zip")
     done = subprocess.run([sys.executable, "build.py", "grade", str(export), "-o", str(out), "-j", "2",
