@@ -83,13 +83,6 @@ def test_the_build_grades_the_solution_full_marks_with_the_new_autograder(built)
     assert "the unwritten notebook scores 0;" in printed, printed[-3000:]
 
 
-def test_untouched_student_notebook_gets_zero(built, notebooks, tmp_path):
-    results = grade_notebook(built, notebooks[0], tmp_path)
-    scores = question_scores(results)
-    assert set(scores) == set(POINTS), "every autograded part is reported"
-    assert all(s == 0 for s in scores.values()), scores
-
-
 def test_one_part_correct_gets_that_part_only(built, notebooks, tmp_path):
     student, solution = notebooks
     results = grade_notebook(built, fill(student, solution, ["mean_pool", "max_pool"]), tmp_path)

@@ -78,6 +78,11 @@ def replace_in(nb, start: str, old: str, new: str):
     cell.source = cell.source.replace(old, new)
 
 
+def short_recipe(nb):
+    """The master's training recipe cut to the catalogue's short one (its 4b then fails: not the point)."""
+    replace_in(nb, "RADIUS, MAX_NUM_NBR", "BATCH_SIZE, EPOCHS = 64, 60", "BATCH_SIZE, EPOCHS = 64, 2")
+
+
 def stamp_calibration():
     """The copy's calibration.json as if measured on the copy's recipe and data."""
     calibration = json.loads(build.CALIBRATION.read_text())
@@ -193,11 +198,12 @@ def test_a_cell_that_fails_when_the_notebook_is_executed_is_named_and_the_notebo
 
 @pytest.mark.grading
 def test_a_check_failing_on_the_solution_is_named_with_its_assertion_and_the_results_kept(tree):
-    """One grading (about 2 CPU-minutes): q2a's solution broken so that its public small example
+    """One grading with the short recipe: q2a's solution broken so that its public small example
     fails, and the cell raising once SharedConv is defined."""
     def damage(nb):
         replace_in(nb, "class SharedConv", "summed + self.fc_self(atom_fea)", "summed - self.fc_self(atom_fea)")
         code_cell(nb, "class SharedConv").source += "\n\nSharedConv.check_me_later()"
+        short_recipe(nb)
 
     edit_master(damage)
     stamp_calibration()  # the broken solution is the recipe now: the test is about the grading
@@ -259,16 +265,17 @@ SCALAR_TEST = """def test_a_scalar_distance(gaussian_expand, solution):
 
 @pytest.mark.grading
 def test_a_hidden_test_that_the_solution_fails_stops_the_build_naming_it(tree, monkeypatch):
-    """One grading of the solution: the hidden test added to q1c (the otter way, in the master) is run,
+    """One grading of the solution (the short recipe): the hidden test added to q1c (the otter way, in the master) is run,
     fails on the solution, and the build stops, ending the execution of the solution beside it, before
     it replaces a release."""
     add_test("q1c", SCALAR_TEST.replace("assert got.shape == want.shape", "assert got.shape == (40,)"), 0)
+    edit_master(short_recipe)  # 4b's 7 points lost too, and named after q1c's test
     stamp_calibration()
     forbid(monkeypatch, "_swap")
     kernel = executing_until_ended(monkeypatch)
     message = failure_of(build.build)
     assert kernel.killed.is_set(), "the execution beside the failed grading was not ended"
-    assert message.startswith("the solution scores 28/30:\n  the solution fails q1c's hidden test "
+    assert message.startswith("the solution scores 21/30:\n  the solution fails q1c's hidden test "
                               "test_a_scalar_distance (the test cell of q1c defining test_a_scalar_distance, cell "), message
     assert "cgcnn_perovskites.ipynb): shape (41,) for one distance, expected (41,)" in message, message
 
@@ -288,7 +295,7 @@ def test_a_hidden_test_added_in_the_master_is_graded_and_costs_exactly_its_point
     thresholds = json.loads(build.CALIBRATION.read_text())["thresholds"]
     zip_path, dist = build.assemble(tmp_path / "assemble", thresholds)
     solution = nbformat.read(dist / "autograder" / build.MASTER.name, as_version=4)
-    replace_in(solution, "RADIUS, MAX_NUM_NBR", "BATCH_SIZE, EPOCHS = 64, 60", "BATCH_SIZE, EPOCHS = 64, 2")
+    short_recipe(solution)
     broken = copy.deepcopy(solution)
     replace_in(broken, "def gaussian_expand", "d = np.asarray(distances, dtype=np.float64)[..., None]",
                "d = np.atleast_1d(np.asarray(distances, dtype=np.float64))[..., None]")
