@@ -62,10 +62,10 @@ def built(request, tmp_path_factory):
 
     The build grades the solution while other work keeps both cores of this machine busy (the other
     worker's gradings, or two CPU-bound loops when no other worker runs): a build must not fail because
-    other work shares the CPUs. It runs with the Python of a virtual
-    environment inside the copy (`.venv`, a newcomer's habit: it once made grading fail, and the build
-    replaced the releases with an autograder that scored 0/0); the modes of the copy's folders before
-    the build are in BUILT_MODES, and what it printed in BUILT_OUTPUT, next to the copy."""
+    other work shares the CPUs. It runs with the Python of a virtual environment inside the copy
+    (`.venv`, a newcomer's habit: it once made grading fail, and the build replaced the releases with an
+    autograder that scored 0/0); the modes of the copy's folders before the build are in BUILT_MODES,
+    and what it printed in BUILT_OUTPUT, next to the copy."""
     work = tmp_path_factory.mktemp("checkout")
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for rel in files:  # the sources and the committed executed solution (the build keeps it within rounding)
