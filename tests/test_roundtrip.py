@@ -30,6 +30,7 @@ from packaging.requirements import Requirement
 from conftest import ROOT
 
 import build
+import submissions as S
 from benchmarks import gradescope_limits
 from test_assignment import POINTS as POINTS_PER_QUESTION
 
@@ -43,8 +44,6 @@ ANSWERS = {
 }
 NOT_HERE = ["pandoc", "xelatex", "pdflatex", "chromium", "chromium-browser", "google-chrome"]
 _memo: dict = {}  # one round trip and one grading run per session, shared with test_gradescope.py
-# The training recipe's line (as saved in a notebook's JSON) and the catalogue's short recipe (2 epochs)
-RECIPE, SHORT_RECIPE = b"BATCH_SIZE, EPOCHS = 64, 60", b"BATCH_SIZE, EPOCHS = 64, 2"
 # Part 5's experiments in the round trip, stated short: two seeds of every variant, two epochs on 100
 # crystals (the notebook's 15 on 400, three seeds, are four times the main training; grading skips Part 5,
 # and the build's execution of the solution runs it in full). Each line must be in the notebook as written.
@@ -258,8 +257,8 @@ def test_build_grade_writes_one_csv_row_per_submission(trip, tmp_path):
         for info in z.infolist():
             data = z.read(info)
             if info.filename.endswith(".ipynb"):
-                assert data.count(RECIPE) == 1, f"the round trip's notebook has no line {RECIPE!r}"
-                data = data.replace(RECIPE, SHORT_RECIPE)
+                assert data.count(S.RECIPE_LINE.encode()) == 1, f"the round trip's notebook has no {S.RECIPE_LINE!r}"
+                data = data.replace(S.RECIPE_LINE.encode(), S.SHORT_LINE.encode())
             short.writestr(info, data)
     shutil.copy(STUDENT, folder / "b_untouched.ipynb")
     solution = nbformat.read(SOLUTION, as_version=4)
