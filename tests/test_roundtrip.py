@@ -1,7 +1,8 @@
 """The student's round trip, end to end: the student release filled in with the solution's code and
 with written answers, run top to bottom in a Jupyter kernel (nbclient) including the export cell (Part
-5's experiments stated short: SHORT_EXPERIMENTS), on a machine with no LaTeX, pandoc or browser; the zip it writes graded as Gradescope grades it (30/30),
-and the written answers readable by the course staff. Also: grading a folder of submissions with
+5's experiments stated short: SHORT_EXPERIMENTS), on a machine with no LaTeX, pandoc or browser; the
+zip it writes graded as Gradescope grades it (30/30), and the written answers readable by the course
+staff. Also: grading a folder of submissions with
 `python build.py grade`.
 
 The round trip and its grading run once per test session (`roundtrip`, `graded_roundtrip`): the
