@@ -2,7 +2,7 @@
 once through Gradescope's entry point with the real autograder zip (two at a time, each as a grading
 user of its own on a CPU of its own, the longest first), then checked part by part.
 
-Most cases train with the short recipe (submissions.SHORT_EPOCHS); the cases whose point is part 4b's
+Most cases train with the short recipe (submissions.short_recipe); the cases whose point is part 4b's
 tier train with the notebook's (`recipe="full"`), and three wait for a time limit (two for the CPU-time
 limit of a cell, one for the wall-clock limit, beside the others), graded with the same zip stating
 the short limits S.LIMITS (20 s of CPU, 90 s of wall-clock time per cell). The checks of the catalogue itself
@@ -107,6 +107,16 @@ def test_no_recorded_mae_lies_near_a_tier_edge():
     near = {name: (mae, edge) for name, mae in S.MEASURED_MAE.items() for edge in _tier_edges()
             if abs(mae - edge) < EDGE_MARGIN}
     assert not near, f"recorded test MAEs within {EDGE_MARGIN} eV/atom of a tier edge (MAE, edge): {near}"
+
+
+def test_the_short_recipe_changes_the_epochs_and_the_training_crystals_and_nothing_else():
+    cell = S._cell(S.base_notebook(), S.GRAPHS).source
+    short = S.short_recipe(cell)
+    cut = f'{S.TRAIN_IDS}[:{S.SHORT_TRAIN}]'
+    assert short.count(S.SHORT_LINE) == 1 and S.RECIPE_LINE not in short and short.count(cut) == 3, short
+    assert short.replace(S.SHORT_LINE, S.RECIPE_LINE).replace(cut, S.TRAIN_IDS) == cell
+    with pytest.raises(S.CatalogueError, match="make short_recipe follow it"):
+        S.short_recipe(cell.replace(S.RECIPE_LINE, "BATCH_SIZE, EPOCHS = 32, 60"))
 
 
 def test_the_short_recipe_scores_no_point_of_4b():
