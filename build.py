@@ -645,7 +645,7 @@ def check_tests(tests_dir: Path, points: dict[str, float]) -> None:
     """The master's tests as otter wrote them: every autograded part has tests, public tests take none
     of the names only the grader gives (master_tests.RESERVED: a student's notebook has none), and a
     part's tests' points add up to the part's."""
-    from cgcnn_grading.master_tests import RESERVED, defined, load
+    from cgcnn_grading.master_tests import RESERVED, TestFileError, defined, load
     from cgcnn_grading.settings import MAE_QUESTION
     for path in sorted(tests_dir.glob("*.py")):
         names = defined(path)
@@ -653,7 +653,10 @@ def check_tests(tests_dir: Path, points: dict[str, float]) -> None:
         if repeated:
             raise BuildError(f"part {path.stem} has two tests named {repeated[0]} ({test_cell(path.stem, repeated[0])} and another): "
                              "otter would keep only the last; give each test function its own name")
-    parts = load(tests_dir)
+    try:
+        parts = load(tests_dir)
+    except TestFileError as err:
+        raise BuildError(f"the master's tests as otter wrote them cannot be read: {err}") from err
     for question, worth in points.items():
         part = parts.get(question)
         if part is None or not part.tests:

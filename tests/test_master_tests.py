@@ -14,6 +14,8 @@ import json
 import math
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import zipfile
@@ -187,6 +189,56 @@ def test_the_grader_loads_every_test_of_the_master_notebook_in_its_order(grader)
         assert test.summary and test.summary != test.name.removeprefix("test_").replace("_", " "), \
             f"{test.name}: a hidden test needs a docstring, what a student reads when it fails"
         assert "def " not in test.summary and "solution." not in test.summary, test.summary
+
+
+# Test files otter's format allows that the master's do not use (points listed per test, shared out by the
+# file's total, not stated at all): the grader must resolve them as otter does.
+OTTER_VARIANTS = {
+    "listed": 'name = "qx"\npoints = [1, 2]\n\n@test_case()\ndef test_a():\n    pass\n\n'
+              '@test_case(hidden=True)\ndef test_b():\n    pass\n',
+    "shared": 'name = "qy"\npoints = 3\nall_or_nothing = True\n\n@test_case(points=1)\ndef test_a():\n    pass\n\n'
+              '@test_case()\ndef test_b():\n    pass\n\n@test_case(failure_message="say this")\ndef test_c():\n    pass\n',
+    "unstated": 'name = "qz"\n\n@test_case()\ndef test_a():\n    pass\n\n@test_case(points=0)\ndef test_b():\n    pass\n',
+}
+
+
+def _as_otter_reads(path: Path) -> tuple:
+    from otter.test_files import ExceptionTestFile
+    read = ExceptionTestFile.from_file(str(path))
+    return read.name, bool(read.all_or_nothing), [(c.body.test_func.__name__, bool(c.hidden), float(c.points),
+                                                  c.failure_message) for c in read.test_cases]
+
+
+def _as_the_grader_reads(path: Path) -> tuple:
+    name, all_or_nothing, cases = master_tests.read_test_file(path)
+    return name, all_or_nothing, [(c.test_func.__name__, bool(c.hidden), p, c.failure_message) for c, p in cases]
+
+
+def test_the_grader_reads_every_test_file_as_otter_does(grader, tmp_path):
+    files = sorted((grader.source / master_tests.TESTS_DIR).glob("*.py"))
+    for name, text in OTTER_VARIANTS.items():
+        files.append(tmp_path / f"{name}.py")
+        files[-1].write_text(f"from otter.test_files import test_case\n\nOK_FORMAT = False\n\n{text}")
+    assert len(files) == len(PARTS) + 1 + len(OTTER_VARIANTS)
+    for path in files:
+        assert _as_the_grader_reads(path) == _as_otter_reads(path), path.name
+
+
+def test_a_test_file_importing_more_of_otter_is_refused_saying_what_to_write(tmp_path):
+    path = tmp_path / "q1a.py"
+    path.write_text("from otter.test_files import test_case, TestFile\n\nname = 'q1a'\n")
+    with pytest.raises(master_tests.TestFileError, match=r"with `@test_case\(...\)` alone"):
+        master_tests.read_test_file(path)
+
+
+def test_the_grading_process_reads_the_tests_without_importing_otter(grader):
+    """otter's package would bring 64 MB into the grading process, which shares Gradescope's 768 MB with
+    the kernel (its exporters and nbconvert), and a second of CPU to every grading."""
+    code = ("import sys; from pathlib import Path; from cgcnn_grading import grade, master_tests; "
+            "master_tests.load(Path(sys.argv[1])); print(sorted(m for m in sys.modules if m.split('.')[0] == 'otter'))")
+    done = subprocess.run([sys.executable, "-c", code, str(grader.source / master_tests.TESTS_DIR)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]
 
 
 def test_the_students_tests_folder_holds_the_public_tests_alone(grader):

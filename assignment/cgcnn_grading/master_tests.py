@@ -1,8 +1,9 @@
 """The master notebook's tests, run in the grading process: one place for every test, public or hidden.
 
 The build's `otter assign` writes each part's test cells (otter's exception format: `# BEGIN TESTS`,
-a TEST CONFIG with `points` and `hidden`) into the autograder's `tests/<part>.py`; the grader loads
-them with otter's own `ExceptionTestFile` and calls each test function here, never in the kernel.
+a TEST CONFIG with `points` and `hidden`) into the autograder's `tests/<part>.py`; the grader reads
+them as otter's `ExceptionTestFile` reads them (`read_test_file`, without importing otter: see there)
+and calls each test function here, never in the kernel.
 A test's arguments are resolved by name:
 
     solution     the master's own solution code (`SOLUTION_MODULE`, written by the build from the
@@ -21,6 +22,7 @@ take `solution` or `seeded` (the build refuses). In the build's own run of the s
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import inspect
@@ -84,16 +86,82 @@ class Part:
 
 def load(folder: Path) -> dict[str, Part]:
     """The parts' tests from otter's test files in `folder` (the autograder's tests/)."""
-    from otter.test_files import ExceptionTestFile
     parts = {}
     for path in sorted(Path(folder).glob("*.py")):
-        test_file = ExceptionTestFile.from_file(str(path))
+        name, all_or_nothing, cases = read_test_file(path)
         # named by their functions (otter numbers unnamed tests: "q1a - 1")
-        tests = [Test(test_file.name, case.body.test_func.__name__, bool(case.hidden), float(case.points or 0),
-                      case.body.test_func, summary(case.body.test_func, case.failure_message))
-                 for case in test_file.test_cases]
-        parts[test_file.name] = Part(test_file.name, tests, bool(test_file.all_or_nothing))
+        tests = [Test(name, case.test_func.__name__, bool(case.hidden), points, case.test_func,
+                      summary(case.test_func, case.failure_message)) for case, points in cases]
+        parts[name] = Part(name, tests, all_or_nothing)
     return parts
+
+
+class TestFileError(ValueError):
+    """A test file otter's exception format does not describe; the message says what to change."""
+
+
+class test_case:  # noqa: N801 - the name the test files import
+    """The test files' decorator, `otter.test_files.test_case`, with otter's arguments: it keeps them and
+    the function it decorates."""
+
+    def __init__(self, name: str | None = None, points: float | None = None, hidden: bool = False,
+                 success_message: str | None = None, failure_message: str | None = None):
+        self.name, self.points, self.hidden = name, points, hidden
+        self.success_message, self.failure_message = success_message, failure_message
+        self.test_func = None
+
+    def __call__(self, test_func):
+        self.test_func = test_func
+        return self
+
+
+OTTER_MODULE = "otter.test_files"  # the one import of a test file that the grader gives itself
+
+
+def read_test_file(path: Path) -> tuple[str, bool, list[tuple[test_case, float]]]:
+    """(part, all_or_nothing, [(test, points)]) of an exception-format test file, read as otter's
+    ExceptionTestFile.from_file reads it: the file executed, its `test_case` objects in the order it
+    defines them, points resolved by `resolved_points` (tests/test_master_tests.py compares the two
+    readers). Otter itself is not imported: its package brings its API, exporters and nbconvert into
+    the grading process, 64 MB and a second of CPU in a container of 768 MB that the kernel shares."""
+    path = Path(path)
+    tree = ast.parse(path.read_text(), filename=str(path))
+    ours = [node for node in tree.body if isinstance(node, ast.ImportFrom) and node.module == OTTER_MODULE]
+    if any([(a.name, a.asname) for a in node.names] != [("test_case", None)] for node in ours):
+        raise TestFileError(f"{path.name} imports more than test_case from {OTTER_MODULE}: write test cells "
+                            "with `@test_case(...)` alone (the grader reads them without otter)")
+    tree.body = [node for node in tree.body if node not in ours]
+    env = {"test_case": test_case}
+    exec(compile(tree, str(path), "exec"), env)  # noqa: S102 - the master's own tests, from the autograder zip
+    if "name" not in env:
+        raise TestFileError(f"test file {path.name} does not define 'name'")
+    cases = [value for value in env.values() if isinstance(value, test_case)]
+    return env["name"], bool(env.get("all_or_nothing", False)), list(zip(cases, resolved_points(
+        env.get("points"), [case.points for case in cases], path.name)))
+
+
+def resolved_points(total, points: list, where: str = "a test file") -> list[float]:
+    """Each test's points as otter resolves them (TestFile.resolve_test_file_points): a list `total`
+    gives each test its own; otherwise a test without points gets an equal share of what the file's
+    `total` leaves, or of one point when nothing anywhere says more than 0."""
+    if isinstance(total, list):
+        if len(total) != len(points):
+            raise TestFileError(f"{where}: {len(total)} points listed for {len(points)} tests")
+        points, total = list(total), None
+    elif total is not None and not isinstance(total, (int, float)):
+        raise TestFileError(f"{where}: points is {type(total).__name__}, not a number or a list")
+    if any(p is not None and type(p) not in (int, float) for p in points):
+        raise TestFileError(f"{where}: a test's points are not a number: {points}")
+    given, missing = sum(p for p in points if p is not None), sum(p is None for p in points)
+    if total is not None:
+        if given > total:
+            raise TestFileError(f"{where}: its tests give {given} points, more than its {total}")
+        share = (total - given) / missing if missing else 0.0
+    elif given == 0 and all(p in (0, None) for p in points):
+        share = 1 / missing if missing else 0.0
+    else:
+        share = 0.0
+    return [float(share if p is None else p) for p in points]
 
 
 def defined(path: Path) -> list[str]:
