@@ -155,6 +155,12 @@ def short_recipe(source: str) -> str:
     return source.replace(RECIPE_LINE, SHORT_LINE).replace(TRAIN_IDS, f"{TRAIN_IDS}[:{SHORT_TRAIN}]")
 
 
+def shorten(nb) -> None:
+    """A notebook (the solution, the master or a student's) trained with the short recipe, in place."""
+    cell = _cell(nb, GRAPHS)
+    cell.source = short_recipe(cell.source)
+
+
 def heldout(zip_path: Path = build.AUTOGRADER_ZIP) -> dict[str, dict]:
     """The held-out crystals and their labels, from the autograder zip (standing in for labels a
     student computed elsewhere, e.g. with CHGNet)."""
@@ -1048,8 +1054,7 @@ def base_notebook() -> nbformat.NotebookNode:
 def notebook(case: Case, base: nbformat.NotebookNode | None = None) -> nbformat.NotebookNode:
     nb = copy.deepcopy(base if base is not None else base_notebook())
     if case.recipe == "short":
-        cell = _cell(nb, GRAPHS)
-        cell.source = short_recipe(cell.source)
+        shorten(nb)
     if case.edit is not None:
         case.edit(nb)
     return nb

@@ -79,12 +79,6 @@ def replace_in(nb, start: str, old: str, new: str):
     cell.source = cell.source.replace(old, new)
 
 
-def short_recipe(nb):
-    """The master's training recipe cut to the catalogue's short one (its 4b then fails: not the point)."""
-    cell = code_cell(nb, S.GRAPHS)
-    cell.source = S.short_recipe(cell.source)
-
-
 def stamp_calibration():
     """The copy's calibration.json as if measured on the copy's recipe and data."""
     calibration = json.loads(build.CALIBRATION.read_text())
@@ -205,7 +199,7 @@ def test_a_check_failing_on_the_solution_is_named_with_its_assertion_and_the_res
     def damage(nb):
         replace_in(nb, "class SharedConv", "summed + self.fc_self(atom_fea)", "summed - self.fc_self(atom_fea)")
         code_cell(nb, "class SharedConv").source += "\n\nSharedConv.check_me_later()"
-        short_recipe(nb)
+        S.shorten(nb)  # the catalogue's short recipe: its 4b then fails, not the point
 
     edit_master(damage)
     stamp_calibration()  # the broken solution is the recipe now: the test is about the grading
@@ -271,7 +265,7 @@ def test_a_hidden_test_that_the_solution_fails_stops_the_build_naming_it(tree, m
     fails on the solution, and the build stops, ending the execution of the solution beside it, before
     it replaces a release."""
     add_test("q1c", SCALAR_TEST.replace("assert got.shape == want.shape", "assert got.shape == (40,)"), 0)
-    edit_master(short_recipe)  # 4b's 7 points lost too, and named after q1c's test
+    edit_master(S.shorten)  # 4b's 7 points lost too, and named after q1c's test
     stamp_calibration()
     forbid(monkeypatch, "_swap")
     kernel = executing_until_ended(monkeypatch)
@@ -297,7 +291,7 @@ def test_a_hidden_test_added_in_the_master_is_graded_and_costs_exactly_its_point
     thresholds = json.loads(build.CALIBRATION.read_text())["thresholds"]
     zip_path, dist = build.assemble(tmp_path / "assemble", thresholds)
     solution = nbformat.read(dist / "autograder" / build.MASTER.name, as_version=4)
-    short_recipe(solution)
+    S.shorten(solution)  # the catalogue's short recipe: its 4b then fails, not the point
     broken = copy.deepcopy(solution)
     replace_in(broken, "def gaussian_expand", "d = np.asarray(distances, dtype=np.float64)[..., None]",
                "d = np.atleast_1d(np.asarray(distances, dtype=np.float64))[..., None]")
