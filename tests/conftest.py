@@ -18,18 +18,21 @@ ASSIGNMENT = ROOT / "assignment"
 
 # Fixtures that build the releases, run the notebook or grade: a test that uses one is in the full
 # tier only (marker `grading`); `python -m pytest -m "not grading"` is the fast tier.
-GRADING_FIXTURES = {"built", "graded", "failing", "trip", "notebooks"}
+GRADING_FIXTURES = {"built", "graded", "gradescope_graded", "failing", "trip", "notebooks"}
 
 
 # The suite runs in two worker processes (pyproject.toml: pytest-xdist, -n 2 --dist loadgroup), each
 # taking one group of tests at a time: a group is a file, except the files that share the student's round
 # trip (its run, its grading, the PDF user): one group, one worker. The groups start longest first, so
 # that the catalogue (two gradings at a time) and the build (one core) run beside each other, and the
-# short files fill in at the end; the rest keep their order.
+# short files fill in at the end; the rest keep their order. In the round trip's group the tests of its
+# Gradescope grading (those using the fixture GRADESCOPE_RUN) come last: that grading runs in the
+# background, at half a CPU, while the tests that need only the round trip's run go on.
 SHARED_GROUPS = {"test_roundtrip": "roundtrip", "test_gradescope": "roundtrip", "test_pdf_export": "roundtrip",
                  "test_pdf_hostile": "roundtrip"}
 FIRST = ["test_submissions", "test_assignment", "roundtrip", "test_isolation", "test_bulk_grading",
          "test_sandbox", "test_build_errors"]
+GRADESCOPE_RUN = "gradescope_graded"  # test_roundtrip's fixture of the round trip's Gradescope grading
 
 
 def group(item) -> str:
@@ -44,7 +47,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.grading)
         item.add_marker(pytest.mark.xdist_group(group(item)))
     rank = {name: k for k, name in enumerate(FIRST)}
-    items.sort(key=lambda item: rank.get(group(item), len(FIRST)))  # stable: the rest keep their order
+    # stable: the rest keep their order
+    items.sort(key=lambda item: (rank.get(group(item), len(FIRST)), GRADESCOPE_RUN in item.fixturenames))
 
 
 # The busy loops share the CPUs with the build while it grades the solution and the unwritten notebook

@@ -45,7 +45,7 @@ CATEGORIES = {
     "determinism": "Determinism: the same submission graded again scores the same",
 }
 GRADING_SECONDS = 130  # one grading that trains the model with the notebook's recipe, on one CPU of this machine
-SHORT_SECONDS = 17  # one grading with the short recipe
+SHORT_SECONDS = 12  # one grading with the short recipe
 WORKERS = 2  # gradings side by side: one per core (the kernel trains on one thread)
 # The cases that run into a cell's time limit are graded with the same zip stating shorter limits (its
 # grading.json): the same code stops them in seconds instead of minutes, and the rest of the notebook is
@@ -139,11 +139,16 @@ CHECK_4B = 'grader.check("q4b")'  # where the grader captures the trained model'
 # Cases whose point is 4b's tier (a wrong part the model trains through, an alternative that trains
 # differently, a learning rate) keep the notebook's recipe.
 RECIPE_LINE = "BATCH_SIZE, EPOCHS = 64, 60"
-SHORT_EPOCHS = 2
-SHORT_LINE = f"BATCH_SIZE, EPOCHS = 64, {SHORT_EPOCHS}"  # the short recipe's line, in place of RECIPE_LINE
+# The short recipe: SHORT_EPOCHS epochs on the first SHORT_TRAIN training crystals in batches of
+# SHORT_BATCH, eight optimiser steps. Its model is trained (test MAE 0.695, an untrained one's 0.759
+# with the same normaliser: 20 times the spread across torch's kernels apart, which the adversarial cases
+# rely on) and far short of 4b's tiers. Only those crystals' graphs are built (and the validation set's,
+# whole for Part 4's cells): graphs and CIFs are a large share of a short grading's kernel time, and 64
+# crystals in batches of 16 instead of 200 in batches of 64 cost the kernel 2.1 CPU-seconds less per
+# grading (11.6 -> 9.5 s, the solution, 2026-12-07).
+SHORT_EPOCHS, SHORT_TRAIN, SHORT_BATCH = 2, 64, 16
+SHORT_LINE = f"BATCH_SIZE, EPOCHS = {SHORT_BATCH}, {SHORT_EPOCHS}"  # the short recipe's line, in place of RECIPE_LINE
 TRAIN_IDS = 'data.ids("train")'  # in the graph cell: the graphs built, the normaliser, the training batches
-SHORT_TRAIN = 200  # the short recipe's training crystals: the first of the training set (the graphs and
-# their CIFs are half of a short grading's kernel time; the validation set stays whole for Part 4's cells)
 
 
 def short_recipe(source: str) -> str:
@@ -383,7 +388,8 @@ EAVESDROP = """
     # /dev/shm) and take the code another grading's kernel runs from what it broadcasts
     import glob, json, os, stat, time, zmq
     context, sockets, endpoints, heard, taken = zmq.Context(), [], set(), 0, {}
-    deadline = time.time() + 90
+    # the honest grading beside it starts with it and defines the parts in its first 15-30 s
+    deadline = time.time() + 50
     while time.time() < deadline and "def atom_features" not in "".join(taken.values()):
         found = set()
         for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -1032,8 +1038,8 @@ MEASURED_MAE: dict[str, float] = json.loads(MEASURED_FILE.read_text()) if MEASUR
 # eV/atom: how far a grading's test MAE may lie from the recorded one. On the CPU kind that recorded it
 # a re-run repeats it exactly; torch's and MKL's kernels for another instruction set train a slightly
 # different model: the notebook's recipe at most 0.0005 apart, measured (README, "Reproducible
-# releases"); the short recipe's eight steps up to 0.0039 (0.8 %: eight cases graded with
-# ATEN_CPU_CAPABILITY=default against their AVX-512 records), within test_submissions' 1 % as well.
+# releases"); the short recipe's eight steps up to 0.0030 (0.43 %: eight cases, trained and untrained,
+# graded with ATEN_CPU_CAPABILITY=default against their AVX-512 records), within test_submissions' 1 %.
 MAE_TOLERANCE = 0.002
 
 
@@ -1171,7 +1177,7 @@ def table() -> str:
              "",
              f"Cases marked *full recipe* train as the notebook does ({RECIPE_LINE}); the others, whose point "
              f"is a part other than 4b's tier, train with the short recipe ({SHORT_EPOCHS} epochs on the first {SHORT_TRAIN} training "
-             "crystals): its model is "
+             f"crystals in batches of {SHORT_BATCH}): its model is "
              f"far above twice the threshold, so they expect 0 for 4b, and the table says in brackets what the "
              "notebook's recipe would earn where that differs (it did when graded so on 2026-12-05).",
              ""]

@@ -25,7 +25,7 @@ from conftest import ASSIGNMENT, ROOT
 import build
 from benchmarks import gradescope_limits
 from test_assignment import POINTS as POINTS_PER_QUESTION
-from test_roundtrip import POINTS, STUDENT, _pins, graded_roundtrip, roundtrip
+from test_roundtrip import POINTS, STUDENT, _pins, gradescope_graded, roundtrip  # noqa: F401 (a fixture)
 
 # Gradescope's results.json (gradescope-autograders.readthedocs.io, "Autograder Specifications").
 TOP_KEYS = {"score", "execution_time", "output", "output_format", "test_output_format", "test_name_format",
@@ -39,8 +39,8 @@ CPU_INDEX = "download.pytorch.org/whl/cpu"
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    return graded_roundtrip(tmp_path_factory)
+def graded(gradescope_graded):
+    return gradescope_graded
 
 
 @pytest.fixture(scope="module")

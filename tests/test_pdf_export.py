@@ -54,12 +54,12 @@ def words(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, request):
     """The round trip's zip through `python build.py pdf`: {pdf, pages (text of each), fonts, images, seconds}."""
     missing = missing_tools()
     if missing and not IN_CI:
         pytest.skip(f"Debian's {', '.join(missing)} not installed here (.ci/run installs them; in CI this runs)")
-    trip = roundtrip(tmp_path_factory)
+    trip = roundtrip(tmp_path_factory, request)
     assert trip["zip"], "the round trip's export cell wrote no zip"
     out = tmp_path_factory.mktemp("pdfs")
     start = time.perf_counter()

@@ -5,7 +5,6 @@ stopped at its time limits by name; and whole submissions graded through Gradesc
 they try."""
 
 import json
-import math
 import os
 import re
 import shutil
@@ -252,19 +251,18 @@ def test_a_hollow_notebook_that_attacks_the_grader_scores_nothing(tmp_path):
 
 @pytest.mark.grading
 def test_a_table_of_labels_changes_nothing(tmp_path):
-    """The solution and a cheat on an untrained model, which sends a table of the held-out labels with it
-    and retrains after the check, both with the short recipe: the table would score 4b whatever the
-    model, if the grader read it; it scores what the honest notebook scores, and 4b says why. (The
-    solution's full marks with the notebook's recipe: the build, the round trip, the catalogue.)"""
-    solution = _grade(tmp_path, S.Case("solution", "determinism", "", None, S.full()))
-    assert build.scores(solution) == S.full(q4b=0), solution
-    assert math.isclose(solution["extra_data"]["test_mae"], S.MEASURED_MAE["solution_run_1"], abs_tol=S.MAE_TOLERANCE)
+    """A cheat on an untrained model, which sends a table of the held-out labels with it and retrains
+    after the check, with the short recipe: the table would score 4b whatever the model, if the grader
+    read it; it scores what the honest notebook scores with that recipe (the catalogue's solution_run_1:
+    all but 4b, and its recorded test MAE), and 4b says why. (The solution's full marks with the
+    notebook's recipe: the build, the round trip, the catalogue.)"""
     cheat = _grade(tmp_path, S.Case("lookup", "adversarial", "", S.edits(
         S.replace("def train_epoch", S.STEP, ""), S._lookup_table(), S.insert(S.CHECK_4B, S.RETRAIN_AFTER_CHECK)),
         S.full(q4b=0)))
-    assert build.scores(cheat) == build.scores(solution)
+    assert build.scores(cheat) == S.full(q4b=0), cheat
     assert S.UNTRAINED in cheat["tests"][-1]["output"], "the untrained model's own MAE is what counts"
-    assert cheat["extra_data"]["test_mae"] > solution["extra_data"]["test_mae"], "the table's MAE (0) was read"
+    honest = S.MEASURED_MAE["solution_run_1"]
+    assert cheat["extra_data"]["test_mae"] > honest + 10 * S.MAE_TOLERANCE, "the table's MAE (0) was read"
 
 
 # The sealed box (issue 24) ------------------------------------------------------------------------
