@@ -416,7 +416,7 @@ def relax_in_subprocess(ids: list[str], **env) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=os.environ | env)
 
 
-def relaxed(run: subprocess.Popen) -> dict[str, dict]:
+def relaxation_output(run: subprocess.Popen) -> dict[str, dict]:
     """What a relax_in_subprocess run printed, by id."""
     out, err = run.communicate(timeout=3600)
     assert run.returncode == 0, err[-2000:]
@@ -428,7 +428,7 @@ def test_saddle_point_starts_relax_alike_under_other_cpu_kernels(chgnet_relaxer)
     the rounding of the CPU's vector kernels (LaMnO3: P4mm, Pm or Cm). Within its space group it lands in
     the same place with torch's plain kernels as with this CPU's best, and where the committed set says."""
     runs = [relax_in_subprocess(SADDLE_STARTS, ATEN_CPU_CAPABILITY="default"), relax_in_subprocess(SADDLE_STARTS)]
-    plain, best = map(relaxed, runs)  # side by side
+    plain, best = map(relaxation_output, runs)  # side by side
     committed = metadata()
     for id_ in SADDLE_STARTS:
         a, b = plain[id_], best[id_]
