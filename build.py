@@ -1101,6 +1101,7 @@ class Submission:
     email: str = ""
     sid: str = ""
     problem: str = ""  # why it cannot be graded at all
+    people: tuple[tuple[str, str, str], ...] = ()  # each submitter's (name, email, sid): the gradebook's rows
 
 
 def read_metadata(path: Path) -> dict:
@@ -1135,9 +1136,15 @@ def read_metadata(path: Path) -> dict:
     return records
 
 
-def _submitters(record, key: str) -> str:
+def _people(record) -> tuple[tuple[str, str, str], ...]:
+    """Each submitter of a Gradescope metadata record as (name, email, sid)."""
     people = record.get(":submitters", record.get("submitters")) if isinstance(record, dict) else None
-    values = [str(p.get(f":{key}", p.get(key)) or "") for p in people or [] if isinstance(p, dict)]
+    return tuple(tuple(str(p.get(f":{key}", p.get(key)) or "") for key in ("name", "email", "sid"))
+                 for p in people or [] if isinstance(p, dict))
+
+
+def _submitters(record, key: str) -> str:
+    values = [person[("name", "email", "sid").index(key)] for person in _people(record)]
     return "; ".join(values) if any(values) else ""
 
 
@@ -1153,7 +1160,7 @@ def _gradescope_submissions(export: Path) -> list[Submission]:
     records = {str(key): record for key, record in read_metadata(export / METADATA).items()}
     subs = []
     for key in sorted(records):
-        who = {k: _submitters(records[key], k) for k in ("name", "email", "sid")}
+        who = {k: _submitters(records[key], k) for k in ("name", "email", "sid")} | {"people": _people(records[key])}
         if not re.fullmatch(r"[\w.-]+", key) or key in (".", ".."):
             subs.append(Submission(key, None, "", **who, problem=f"{key!r} in {METADATA} is not a folder name"))
         elif not (export / key).is_dir():
@@ -1197,8 +1204,8 @@ def find_submissions(source: Path, unpack: Path) -> tuple[list[Submission], Path
         raise BuildError(f"no submissions in {source}: expected Gradescope's export ({METADATA} and a "
                          "submission_N folder per submission) or .ipynb / .zip files")
     stems = [p.stem for p in files]
-    return _results_folders([Submission(p.name, p, p.stem if stems.count(p.stem) == 1 else p.name, name=p.stem)
-                             for p in files]), source
+    return _results_folders([Submission(p.name, p, p.stem if stems.count(p.stem) == 1 else p.name, name=p.stem,
+                                        people=((p.stem, "", ""),)) for p in files]), source
 
 
 def results_folder(name: str, taken: set[str]) -> str:
@@ -1236,9 +1243,16 @@ def spreadsheet_text(value) -> str:
 
 def autograder_points(zip_path: Path) -> dict[str, float]:
     """{part: points}, in notebook order, from the autograder zip's grading.json."""
+    return autograder_settings(zip_path)["points"]
+
+
+def autograder_settings(zip_path: Path) -> dict:
+    """The autograder zip's grading.json (points, 4b's mae_full, ...), as stored."""
     try:
         with zipfile.ZipFile(zip_path) as z:
-            return json.loads(z.read("grading.json"))["points"]
+            settings = json.loads(z.read("grading.json"))
+        settings["points"]  # noqa: B018 - the one key every zip of this project states
+        return settings
     except (zipfile.BadZipFile, KeyError, ValueError) as err:
         raise BuildError(f"{zip_path} is not this project's autograder zip (no grading.json with points: {err}): "
                          "build it with `python build.py`") from err
@@ -1281,12 +1295,14 @@ def grade_folder(source: Path, csv_path: Path, jobs: int | None = None, results_
     cgcnn-student-`first_user` on), each in at most `timeout` seconds (Gradescope's run limit by
     default). Keeps each submission's results.json and grader.log in `results_root` (default: next to
     the CSV, NAME-results/; it must be new or empty), and writes the CSV whole at the end: one row per
-    submission."""
+    submission; beside it the gradebook and the course report (staff_files, course_report)."""
+    import course_report
     from cgcnn_grading.settings import GRADESCOPE_TIMEOUT
     timeout = GRADESCOPE_TIMEOUT if timeout is None else timeout
     if not Path(zip_path).is_file():
         raise BuildError(f"{zip_path} not found: run `python build.py` first")
-    points = autograder_points(zip_path)
+    settings = autograder_settings(zip_path)
+    points = settings["points"]
     parts, possible = list(points), sum(points.values())
     if os.geteuid() != 0:
         raise BuildError("grading runs each submission as an unprivileged user of its own, which only root can "
@@ -1305,7 +1321,7 @@ def grade_folder(source: Path, csv_path: Path, jobs: int | None = None, results_
         os.chmod(results_root, 0o700)  # every student's results: root's alone
         workers = min(jobs, len(subs))
         print(f"grading {len(subs)} submissions, {workers} at a time ({len(cpus())} CPUs); results in {results_root}")
-        done, lock, start = [0], threading.Lock(), time.monotonic()
+        done, lock, start, checks = [0], threading.Lock(), time.monotonic(), {}
 
         def work(sub: Submission, user: str, prefix: list[str]) -> dict:
             row, began = {"submission": sub.key, "name": sub.name, "email": sub.email, "sid": sub.sid}, time.monotonic()
@@ -1320,6 +1336,7 @@ def grade_folder(source: Path, csv_path: Path, jobs: int | None = None, results_
                 try:
                     results = grade(Path(zip_path), sub.path, out, prefix, timeout, user, private=[holder, results_root])
                     row.update(outcome(results, parts))
+                    checks[sub.key] = (results.get("extra_data") or {}).get("tests") or {}
                 except subprocess.TimeoutExpired:
                     row.update(total=0.0, status="error", reason=f"grading took longer than {timeout:.0f} s (a run's "
                                                                  "time limit, Gradescope's) and was ended")
@@ -1338,19 +1355,53 @@ def grade_folder(source: Path, csv_path: Path, jobs: int | None = None, results_
 
         rows = side_by_side(subs, work, workers, first_user=first_user)
     hours = (time.monotonic() - start) / 3600
+    raw = copy.deepcopy(rows)  # numbers as numbers, for the gradebook and the report
     for row in rows:  # numbers as numbers; every text cell as text (names, ids, file names and reasons come from uploads)
         row.update({p: f"{row[p]:g}" for p in parts if p in row}, total=f"{row['total']:g}", possible=f"{possible:g}",
                    test_mae="" if row.get("test_mae") is None else f"{row['test_mae']:.4f}")
         row.update({k: spreadsheet_text(row.get(k, "")) for k in TEXT_COLUMNS})
     columns = ["submission", "name", "email", "sid", *parts, "total", "possible", "test_mae", "status", "reason", "results"]
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    _write_rows(tmp, rows, columns)
-    os.chmod(tmp, 0o600)  # names, emails and marks of every student: root's alone
-    os.replace(tmp, csv_path)  # whole or not at all: an interrupted run leaves no half-written CSV
+    _write_private(csv_path, lambda path: _write_rows(path, rows, columns))
     counts = ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in STATUSES)
     print(f"wrote {csv_path}: {len(rows)} submissions ({counts}); {len(rows) / hours:.0f} submissions per hour "
           f"with {workers} at a time")
+    book_path, report_path = staff_files(csv_path)
+    try:  # the CSV holds the marks: a fault in what is derived from it must not cost the run
+        book = course_report.gradebook(raw, {sub.key: list(sub.people) for sub in subs}, possible)
+        write_gradebook(book_path, book)
+        print(f"  {book_path.name}: one row per student, for a gradebook import (an error has no score)")
+        shared = course_report.shared_identities(book)
+        if shared:
+            print(f"note: {len(shared)} emails or student ids are on more than one row of {book_path.name} (in "
+                  f"two submissions): {', '.join(map(spreadsheet_text, shared[:5]))}{' ...' if len(shared) > 5 else ''}")
+        report = course_report.report_html(raw, checks, points, settings.get("mae_full"))
+        _write_private(report_path, lambda path: path.write_text(report, encoding="utf-8"))
+        print(f"  {report_path.name}: pass rates per part and check, common messages, test MAEs")
+    except Exception as err:  # noqa: BLE001 - said, and the marks are written
+        print(f"warning: {book_path.name} or {report_path.name} not written ({type(err).__name__}: {err}); "
+              f"the marks are in {csv_path.name}", file=sys.stderr)
     return rows
+
+
+def staff_files(csv_path: Path) -> tuple[Path, Path]:
+    """Beside grade's CSV: the gradebook (NAME-students.csv) and the course report (NAME-report.html)."""
+    return csv_path.with_name(f"{csv_path.stem}-students.csv"), csv_path.with_name(f"{csv_path.stem}-report.html")
+
+
+def write_gradebook(path: Path, book: list[dict]) -> None:
+    """The gradebook (course_report.gradebook) as a CSV, every cell as text a spreadsheet shows as such."""
+    import course_report
+    rows = [{k: spreadsheet_text(v) for k, v in row.items()} for row in book]
+    _write_private(path, lambda tmp: _write_rows(tmp, rows, course_report.GRADEBOOK_COLUMNS))
+
+
+def _write_private(path: Path, write) -> None:
+    """`write(tmp)`, then tmp renamed to `path`, root's alone (names, emails and marks of every student):
+    whole or not at all, so that an interrupted run leaves nothing half-written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
 
 
 TRAINING_LINE = "model = CGCNN(nbr_fea_len=train_batches[0].nbr_fea.shape[-1])"
@@ -1644,7 +1695,9 @@ def grade_command(argv: list[str]) -> None:
     import argparse
     parser = argparse.ArgumentParser(
         prog="python build.py grade", description="Grade every submission as Gradescope does, side by side, "
-        "and write a CSV: each part, total, points possible, test MAE, status (graded, time limit, error), reason.")
+        "and write a CSV: each part, total, points possible, test MAE, status (graded, time limit, error), reason; "
+        "beside it NAME-students.csv (one row per student, for a gradebook import) and NAME-report.html (pass "
+        "rates per part and check, the most common messages, the test MAEs).")
     parser.add_argument("submissions", type=Path, help="Gradescope's Export Submissions (its folder or zip), or "
                         "a folder of .ipynb / .zip files, one per student")
     parser.add_argument("csv", nargs="?", type=Path, help="the CSV to write, as -o")

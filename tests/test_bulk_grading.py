@@ -344,6 +344,21 @@ def test_bulk_grading_of_a_gradescope_export_side_by_side(tmp_path):
     assert missing["status"] == "error" and "has no folder submission_1005/" in missing["reason"]
     assert missing["results"] == ""
 
+    # the gradebook, as an import reads it: one row per student (the group's marks on each member's row),
+    # an error no score; and the course report
+    book_path, report_path = build.staff_files(out)
+    with open(book_path, newline="") as f:
+        book = {r["email"]: r for r in csv.DictReader(f)}
+    assert list(book) == [email for who in WHO.values() for email in who[1].split("; ")]
+    assert book["grace@example.edu"]["score"] == book["alan@example.edu"]["score"] == "21"
+    assert (book["alan@example.edu"]["name"], book["alan@example.edu"]["sid"]) == ("Alan Turing", "00789")
+    assert [(book[e]["score"], book[e]["status"]) for e in ("barbara@example.edu", "don@example.edu")] == [("", "error")] * 2
+    assert book["edsger@example.edu"]["score"] == "0" and book["edsger@example.edu"]["status"] == "time limit"
+    page = report_path.read_text()
+    assert "Course report: 5 submissions" in page and "2 graded, 1 time limit, 2 error" in page
+    assert re.search(r"<td>q1a</td><td>test_srtio3</td><td>2 \(67 %\)</td><td>1</td>", page), page[:3000]
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in (book_path, report_path))
+
     results_root = out.parent / "scores-results"
     assert oct(results_root.stat().st_mode & 0o777) == "0o700"
     for key in ("submission_1001", "submission_1002", "submission_1003", "submission_1004"):
@@ -495,4 +510,5 @@ def test_an_upload_named_dot_dot_ipynb_writes_its_results_inside_the_results_fol
         assert "could not be read" in json.loads((results_root / folder / "results.json").read_text())["output"]
     outside = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if results_root not in p.parents
                      and p != results_root)
-    assert outside == ["marks", "marks/scores.csv", "uploads", "uploads/...ipynb", "uploads/=1+2.ipynb"]
+    assert outside == ["marks", "marks/scores-report.html", "marks/scores-students.csv", "marks/scores.csv", "uploads",
+                       "uploads/...ipynb", "uploads/=1+2.ipynb"]

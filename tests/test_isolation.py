@@ -8,7 +8,7 @@ meets them, through `python build.py grade` (build.grade_folder) with the commit
   thread exited (state Z, unseen by a scan of /proc) to plant an untrained fit() in the next
   grading's support module (it once turned an honest 30/30 into 23/30).
 
-Both submissions train with the catalogue's short recipe (a minute of CPU each): the honest one's
+Both submissions train with the catalogue's short recipe (about 12 CPU-seconds each): the honest one's
 test MAE is the catalogue's recorded solution_run_1, and a planted untrained fit() would move it.
 """
 
