@@ -332,7 +332,7 @@ def test_bulk_grading_of_a_gradescope_export_side_by_side(tmp_path):
     assert (solution["status"], solution["reason"], float(solution["total"])) == ("graded", "", 23)
     assert {p: float(solution[p]) for p in POINTS} == SOLUTION.expected
     graded_alone = S.MEASURED_MAE["solution_run_1"]  # the catalogue's record of this notebook
-    assert abs(float(solution["test_mae"]) - graded_alone) <= S.MAE_TOLERANCE, solution
+    assert S.same_mae(float(solution["test_mae"]), graded_alone), solution
     assert wrong["status"] == "graded" and wrong["test_mae"] == ""
     assert {p: float(wrong[p]) for p in POINTS} == case("part1_raises").expected and float(wrong["total"]) == 21
     assert stopped["status"] == "time limit", stopped
@@ -356,7 +356,9 @@ def test_bulk_grading_of_a_gradescope_export_side_by_side(tmp_path):
     assert book["edsger@example.edu"]["score"] == "0" and book["edsger@example.edu"]["status"] == "time limit"
     page = report_path.read_text()
     assert "Course report: 5 submissions" in page and "2 graded, 1 time limit, 2 error" in page
-    assert re.search(r"<td>q1a</td><td>test_srtio3</td><td>2 \(67 %\)</td><td>1</td>", page), page[:3000]
+    # q1a's public test: passed by the solution, failed by part1_raises and by the unwritten stub, each its own way
+    assert re.search(r"<td>q1a</td><td>test_srtio3</td><td>1 \(33 %\)</td><td>2</td><td>0</td>", page), page[:3000]
+    assert "1 &times; <code>your code raised RuntimeError: atom_features is broken</code>" in page
     assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in (book_path, report_path))
 
     results_root = out.parent / "scores-results"
