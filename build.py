@@ -231,6 +231,12 @@ def stage_student_data(dest: Path) -> dict:
     meta = _rows(cl / "metadata.csv")
     keep = [c for c in meta[0] if "energy" not in c]  # these would leak perovskite labels
     _write_rows(cl / "metadata.csv", meta, keep)
+    data = dest / "data"
+    (data / "DATACARD.md").write_text(student_card(data, data_counts(src)))
+    import baselines
+    staged = json.loads((data / "baselines.json").read_text())
+    staged["classification"] = baselines.classification_baselines(cl)  # this folder's split, not the full set's
+    (data / "baselines.json").write_text(json.dumps(staged, indent=1) + "\n")
     return heldout
 
 
@@ -311,27 +317,74 @@ def _training_lr(nb) -> float:
     return ast.literal_eval(defaults["lr"])
 
 
-def classification_counts(data: Path = ASSIGNMENT / "data") -> dict[str, str]:
-    """The classification set's counts as the student release holds it (stage_student_data drops the
-    crystals it shares with part 4b's test set: perovskites of the test formulas), and the full set's."""
-    test = {r["id"] for r in _rows(data / "perovskites" / "split.csv") if r["split"] == "test"}
+def data_counts(data: Path = ASSIGNMENT / "data") -> dict[str, str]:
+    """The data set's counts that the notebook's text quotes (as __NAME__): the perovskite set's in
+    full and as the student release holds it (stage_student_data holds back part 4b's test crystals),
+    and the classification set's as the student release holds it (it drops the crystals it shares
+    with that test set: perovskites of the test formulas) and in full."""
+    perovskites = _rows(data / "perovskites" / "split.csv")
+    formula = {r["id"]: r["formula"] for r in _rows(data / "perovskites" / "metadata.csv")}
+    test = {r["id"] for r in perovskites if r["split"] == "test"}
     rows = _rows(data / "classification" / "split.csv")
     labels = dict(line.split(",")[:2] for line in (data / "classification" / "id_prop.csv").read_text().split())
     kept = [r for r in rows if r["id"] not in test]
-    return {"CLASSIFICATION_ENTRIES": str(len(kept)), "CLASSIFICATION_TEST": str(sum(r["split"] == "test" for r in kept)),
-            "CLASSIFICATION_PEROVSKITES": str(sum(labels[r["id"]].strip() == "1" for r in kept)),
-            "CLASSIFICATION_ALL": str(len(rows))}
+    counts = {"PEROVSKITES": len(perovskites), "FORMULAS": len(set(formula.values())),
+              "STUDENT_PEROVSKITES": len(perovskites) - len(test), "HELDOUT_PEROVSKITES": len(test),
+              "HELDOUT_FORMULAS": len({formula[i] for i in test}),
+              "CLASSIFICATION_ENTRIES": len(kept), "CLASSIFICATION_TEST": sum(r["split"] == "test" for r in kept),
+              "CLASSIFICATION_PEROVSKITES": sum(labels[r["id"]].strip() == "1" for r in kept),
+              "CLASSIFICATION_ALL": len(rows)}
+    return {key: str(value) for key, value in counts.items()}
+
+
+def _count_table(title: str, groups: list[str], rows: list[tuple[str, str]]) -> list[str]:
+    """A Markdown table of (group, split) pairs counted by group and split, as the card's tables are."""
+    splits = ("train", "val", "test")
+    table = [f"| {title} | {' | '.join(splits)} | total |", "|---|---|---|---|---|"]
+    for group in [*groups, "all"]:
+        n = [sum(s == split and group in (g, "all") for g, s in rows) for split in splits]
+        table.append(f"| {group} | {' | '.join(map(str, n))} | {sum(n)} |")
+    return table
+
+
+def student_card(data: Path, full: dict[str, str]) -> str:
+    """The data card of the student release's folder `data` (as stage_student_data left it): a section
+    of the folder's own counts, said why they differ from the full set's (`full`, data_counts), then
+    the card of the full set."""
+    pv, cl = data / "perovskites", data / "classification"
+    split = {r["id"]: r["split"] for r in _rows(pv / "split.csv")}
+    polymorphs = [(r["prototype"], split[r["id"]]) for r in _rows(pv / "metadata.csv")]
+    cl_split = {r["id"]: r["split"] for r in _rows(cl / "split.csv")}
+    types = [("perovskite" if r["is_perovskite"] == "1" else r["prototype"], cl_split[r["id"]])
+             for r in _rows(cl / "metadata.csv")]
+    shared = int(full["CLASSIFICATION_ALL"]) - len(types)
+    section = [
+        "## This folder",
+        *textwrap.wrap(f"This is the student release's copy. It holds part 4b's training and validation crystals only: "
+        f"the {full['HELDOUT_PEROVSKITES']} test crystals ({full['HELDOUT_FORMULAS']} formulas) are held back, "
+        "structures and labels (whoever had the structures could compute their labels), and the autograder "
+        f"scores 4b on them; the classification set leaves out with them its {shared} perovskites of those "
+        "formulas. The counts here are this folder's. The rest of the card, from *Contents* on, describes "
+        f"the full data set as generated ({full['PEROVSKITES']} perovskites, {full['CLASSIFICATION_ALL']} "
+        "oxides), whose files `references.json`, `rejected.csv` and `generation.json` stay with the course "
+        "staff. In `baselines.json` the regression baselines are measured on the held-out test set; the "
+        "classification rules on this folder's own split.", width=100), "",
+        *_count_table("perovskites", sorted({g for g, _ in polymorphs}), polymorphs), "",
+        *_count_table("classification", sorted({g for g, _ in types}), types), ""]
+    card = (data / "DATACARD.md").read_text()
+    head, contents = card.split("\n## Contents\n", 1)
+    return f"{head}\n" + "\n".join(section) + f"\n## Contents\n{contents}"
 
 
 def fill(text: str, thresholds: dict) -> str:
     """The master notebook's text with the build's values in place of its __NAME__ placeholders: the
     calibrated thresholds, the training recipe's numbers (recipe_numbers: its text never repeats
-    them), the classification set's counts as the student release holds it (classification_counts),
+    them), the data set's counts, in full and as the student release holds it (data_counts),
     and the names the Colab setup cell uses (stated here only)."""
     import nbformat
     for key, value in thresholds.items():
         text = text.replace(f"__{key.upper()}__", f"{value:.3f}")
-    for key, value in {**recipe_numbers(nbformat.reads(text, as_version=4)), **classification_counts()}.items():
+    for key, value in {**recipe_numbers(nbformat.reads(text, as_version=4)), **data_counts()}.items():
         text = text.replace(f"__{key}__", value)
     for key, value in {"student_zip": STUDENT_ZIP, "torch_cpu_index": TORCH_CPU_INDEX}.items():
         text = text.replace(f"__{key.upper()}__", value)
@@ -1011,6 +1064,7 @@ def build(term: str = "") -> None:
         out = {name: tmp / "out" / name for name in ("student", "solutions", "autograder")}
         shutil.copytree(dist / "student", out["student"])
         shutil.copy(ASSIGNMENT / "student_requirements.txt", out["student"] / "requirements.txt")
+        shutil.copy(ASSIGNMENT / "student_requirements_pdf.txt", out["student"] / "requirements-pdf.txt")
         shutil.copy(ASSIGNMENT / "student_README.md", out["student"] / "README.md")
         student_zip(out["student"])
         out["solutions"].mkdir(parents=True)

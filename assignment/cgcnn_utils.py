@@ -541,15 +541,21 @@ PDF_MAX_TOTAL = 4_000_000  # characters of all the questions' outputs (each coun
 PAGE_ORIGIN = "http://cgcnn-pdf.invalid"  # the page's origin, served from memory (.invalid never resolves)
 PAGE_URL = f"{PAGE_ORIGIN}/questions.html"
 MATHJAX_CONFIG_URL = f"{PAGE_ORIGIN}/mathjax-config.js"  # nbconvert's configuration, as a file: no inline script
-LOCAL_MATHJAX = f"{PAGE_ORIGIN}/mathjax/"  # a local MathJax 2 folder (the staff's, Debian's), served from disk
-MATHJAX_CDN = "https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/"  # nbconvert's MathJax, on a student's machine
-MATHJAX_SCRIPT = "MathJax.js?config=TeX-AMS_CHTML-full,Safe"  # TeX in, HTML out, the Safe extension: nbconvert's
+LOCAL_MATHJAX = f"{PAGE_ORIGIN}/mathjax/"  # a local MathJax 2 folder, served from disk
+MATHJAX_CDN = "https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/"  # nbconvert's MathJax: only where none is installed
+# MathJax's combined configuration: TeX in, HTML out, with the Safe extension. nbconvert's CommonHTML one
+# where the folder has it (the CDN's, Debian's libjs-mathjax); otherwise the HTML-CSS one that
+# jupyter-server-mathjax (the student's requirements) ships with its STIX-Web fonts.
+MATHJAX_CONFIGS = ("TeX-AMS_CHTML-full", "TeX-AMS-MML_HTMLorMML-full")
+MATHJAX_SCRIPT = f"MathJax.js?config={MATHJAX_CONFIGS[0]},Safe"
 # nbconvert's inline configuration (its mathjax.html.j2), loaded before MathJax.js, which reads window.MathJax
 _MATHJAX_CONFIG = """window.MathJax = {
   TeX: {equationNumbers: {autoNumber: "AMS", useLabelIds: true}},
   tex2jax: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]],
             processEscapes: true, processEnvironments: true},
-  displayAlign: "center", messageStyle: "none", CommonHTML: {linebreaks: {automatic: true}}
+  displayAlign: "center", messageStyle: "none", CommonHTML: {linebreaks: {automatic: true}},
+  "HTML-CSS": {availableFonts: [], imageFont: null, preferredFont: null, webFont: "STIX-Web",
+               linebreaks: {automatic: true}}
 };
 """
 # otter's via_html template (which extends nbconvert's classic one) with the page's head replaced: the
@@ -578,9 +584,47 @@ PDF_TAGS = ["a", "abbr", "b", "blockquote", "br", "caption", "code", "dd", "del"
             "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul"]
 PDF_ATTRIBUTES = {"*": ["class", "title"], "a": ["href"], "img": ["src", "alt", "width", "height"],
                   "td": ["colspan", "rowspan"], "th": ["colspan", "rowspan"]}
-PDF_HELP = ("a PDF needs a browser: `pip install playwright`, then `python -m playwright install chromium` (once, "
-            "about 150 MB), and run this cell again. Or print the notebook from your browser (File > Print, "
-            "Save as PDF), and when you upload it mark the pages of questions 5 and 6")
+PDF_HELP = ("a PDF needs Chrome, Chromium or Edge installed (none was found that starts), or playwright's own "
+            "browser: `python -m playwright install chromium` (once, about 150 MB); then run this cell again. "
+            "Or print the notebook from your browser (File > Print, Save as PDF), and when you upload it "
+            "mark the pages of questions 5 and 6")
+# Browsers looked for when none is named, after playwright's own download: Chrome and Edge where their
+# installers put them (playwright's channels know where, on Linux, macOS and Windows), then a Chromium
+# by name on PATH or in macOS's Applications.
+BROWSER_CHANNELS = ("chrome", "msedge")
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "chromium-headless-shell")
+CHROMIUM_APPS = ("/Applications/Chromium.app/Contents/MacOS/Chromium",)
+
+
+def installed_mathjax() -> Path | None:
+    """The MathJax 2 folder jupyter-server-mathjax installs (student/requirements.txt), found without
+    importing it (it would import the Jupyter server); None when it is not installed."""
+    import importlib.util
+    spec = importlib.util.find_spec("jupyter_server_mathjax")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(folder) / "static" / "MathJax.js").is_file():
+            return Path(folder) / "static"
+    return None
+
+
+def mathjax_script(folder: str | Path | None) -> str:
+    """MathJax.js with the first of MATHJAX_CONFIGS that `folder` holds (None: the CDN, which has all)."""
+    if folder is None:
+        return MATHJAX_SCRIPT
+    for config in MATHJAX_CONFIGS:
+        if (Path(folder) / "config" / f"{config}.js").is_file():
+            return f"MathJax.js?config={config},Safe"
+    raise PDFError(f"{folder} holds none of MathJax's configurations {', '.join(MATHJAX_CONFIGS)}: "
+                   "is it a MathJax 2 folder?")
+
+
+def browsers() -> list[dict]:
+    """playwright's launch options for each browser to try, in order, when none is named: playwright's
+    own download, Chrome's and Edge's channels, then each Chromium found by name."""
+    import shutil
+    found = [path for path in (*map(shutil.which, CHROMIUM_NAMES), *CHROMIUM_APPS) if path and Path(path).is_file()]
+    return [{}, *({"channel": channel} for channel in BROWSER_CHANNELS),
+            *({"executable_path": path} for path in dict.fromkeys(found))]
 
 
 def page_policy(mathjax: str) -> str:
@@ -593,12 +637,12 @@ def page_policy(mathjax: str) -> str:
             "media-src 'none'; manifest-src 'none'; base-uri 'none'; form-action 'none'")
 
 
-def questions_html(notebook: str | Path, mathjax: str = MATHJAX_CDN) -> str:
+def questions_html(notebook: str | Path, mathjax: str = MATHJAX_CDN, script: str = MATHJAX_SCRIPT) -> str:
     """The page that questions_pdf prints: otter's filtered export of `notebook` (as saved), only the
     cells between the `<!-- BEGIN QUESTION -->` and `<!-- END QUESTION -->` markers that otter assign
     puts around each hand-graded question (its prompt, the cells inside it with their outputs, the
     answer), a page break between questions, in otter's HTML template, MathJax 2 from the folder at
-    URL `mathjax` (nbconvert's CDN by default). The notebook may be anyone's submission: only what the
+    URL `mathjax` (nbconvert's CDN by default) started by `script` (mathjax_script). The notebook may be anyone's submission: only what the
     PDF shows is kept of it, checked and capped (_printable), Markdown and HTML outputs are cleaned
     (_clean_html), and the page carries its Content-Security-Policy (page_policy). Raises PDFError."""
     try:
@@ -633,7 +677,7 @@ def questions_html(notebook: str | Path, mathjax: str = MATHJAX_CDN) -> str:
     exporter = nbconvert.HTMLExporter(config=config,
                                       extra_loaders=[jinja2.DictLoader({"cgcnn_pdf.html.j2": _PAGE_TEMPLATE})])
     resources = {"page_policy": page_policy(mathjax), "mathjax_config_url": MATHJAX_CONFIG_URL}
-    exporter.mathjax_url = mathjax + MATHJAX_SCRIPT
+    exporter.mathjax_url = mathjax + script
     try:
         return exporter.from_notebook_node(_printable(nb), resources=resources)[0]
     except Exception as err:  # a Markdown cell naming an attachment it does not hold, and the like
@@ -645,23 +689,29 @@ def questions_pdf(notebook: str | Path, dest: str | Path, mathjax_dir: str | Pat
                   timeout: float = PDF_TIMEOUT) -> Path:
     """Write the PDF of the hand-graded questions of `notebook` (as saved) to `dest` and return it:
     the page of questions_html, printed by a headless chromium once MathJax has typeset its maths.
-    `mathjax_dir` is a local MathJax 2 folder (default: nbconvert's CDN); `chromium` the browser's
-    executable (default: playwright's own download); `sandbox` whether chromium's own sandbox is on
-    (default: unless running as root, which chromium refuses; where it cannot start, the browser is
-    started again without it). The page is served from memory at PAGE_ORIGIN; the browser gets the
-    page, the configuration, MathJax's files, and nothing else. Raises PDFError."""
+    `mathjax_dir` is a local MathJax 2 folder (default: jupyter-server-mathjax's, installed_mathjax;
+    nbconvert's CDN only where that is not installed); `chromium` the browser's executable (default:
+    the first of browsers() that starts); `sandbox` whether chromium's own sandbox is on (default:
+    unless running as root, which chromium refuses; a browser found, not named, that cannot start
+    with it is started again without it). The page is served from memory at PAGE_ORIGIN; the browser
+    gets the page, the configuration, MathJax's files, and nothing else. Raises PDFError."""
     import asyncio
     import concurrent.futures
     import importlib.util
     import os
     if importlib.util.find_spec("playwright") is None:
-        raise PDFError(f"playwright is not installed: {PDF_HELP}")
+        raise PDFError("playwright, which drives the browser, is not installed: pip install -r requirements.txt")
     path, dest = Path(notebook), Path(dest)
+    mathjax_dir = mathjax_dir if mathjax_dir is not None else installed_mathjax()
     mathjax = LOCAL_MATHJAX if mathjax_dir is not None else MATHJAX_CDN
-    html = questions_html(path, mathjax)
+    html = questions_html(path, mathjax, mathjax_script(mathjax_dir))
     policy = page_policy(mathjax)
     if sandbox is None:
         sandbox = not hasattr(os, "geteuid") or os.geteuid() != 0
+    # each browser with chromium's sandbox, then (a browser found, where user namespaces are refused)
+    # without it: for the student's own notebook on the student's machine; the page's policy holds
+    tries = ([({"executable_path": str(chromium)}, sandbox)] if chromium is not None else
+             [(options, with_sandbox) for options in browsers() for with_sandbox in dict.fromkeys([sandbox, False])])
 
     async def serve(route) -> None:
         """The page's requests: the page, MathJax's configuration and files; everything else refused."""
@@ -679,22 +729,21 @@ def questions_pdf(notebook: str | Path, dest: str | Path, mathjax_dir: str | Pat
         else:
             await route.abort("blockedbyclient")
 
+    async def launch(pw):
+        from playwright.async_api import Error
+        for n, (options, with_sandbox) in enumerate(tries):
+            try:
+                return await pw.chromium.launch(**options, chromium_sandbox=with_sandbox, timeout=timeout * 1000)
+            except Error as err:
+                if n + 1 == len(tries):
+                    why = str(err).strip().splitlines()[0]
+                    raise PDFError(f"chromium could not start ({why}): " + (
+                        PDF_HELP if chromium is None else f"check {chromium}")) from err
+
     async def print_page() -> bytes:
-        from playwright.async_api import Error, async_playwright
+        from playwright.async_api import async_playwright
         async with async_playwright() as pw:
-            # playwright's own chromium where its sandbox cannot start (user namespaces refused): started
-            # again without it, for the student's own notebook on the student's machine; the page's policy holds
-            tries = [sandbox, False] if sandbox and chromium is None else [sandbox]
-            for n, with_sandbox in enumerate(tries):
-                try:
-                    browser = await pw.chromium.launch(executable_path=chromium, chromium_sandbox=with_sandbox,
-                                                       timeout=timeout * 1000)
-                    break
-                except Error as err:
-                    if n + 1 == len(tries):
-                        why = str(err).strip().splitlines()[0]
-                        raise PDFError(f"chromium could not start ({why}): " + (
-                            PDF_HELP if chromium is None else f"check {chromium}")) from err
+            browser = await launch(pw)
             try:
                 context = await browser.new_context(service_workers="block", accept_downloads=False)
                 await context.route("**/*", serve)  # the context's: popups too
@@ -966,3 +1015,10 @@ class until_written:
             print(f"Skipped until you have written it: {err}")
             return True
         return False
+
+
+if __name__ == "__main__":  # `python cgcnn_utils.py NOTEBOOK`: the written questions' PDF outside Jupyter
+    import sys
+    if len(sys.argv) != 2:
+        sys.exit("usage: python cgcnn_utils.py cgcnn_perovskites.ipynb  (writes the written questions' PDF beside it)")
+    sys.exit(0 if written_pdf(sys.argv[1]) else 1)

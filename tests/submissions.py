@@ -51,7 +51,7 @@ WORKERS = 2  # gradings side by side: one per core (the kernel trains on one thr
 # The cases that run into a cell's time limit are graded with the same zip stating shorter limits (its
 # grading.json): the same code stops them in seconds instead of minutes, and the rest of the notebook is
 # graded as usual (its cells take a few CPU-seconds each; the short recipe's training under 10). The
-# defaults themselves are what every other grading runs under (the solution's training cell: 78 s of 240).
+# defaults themselves are what every other grading runs under (the solution's training cell: 26 s of 240).
 LIMITS = Limits(cell_cpu_seconds=20, cell_wall_seconds=90)
 
 Edit = Callable[[nbformat.NotebookNode], None]
@@ -212,6 +212,7 @@ class Case:
     recipe: str = "short"  # "full": the notebook's training recipe; "short": short_recipe
     # what the notebook's recipe would earn, where the short recipe changes it (4b): for the table
     full_recipe: dict[str, float] = field(default_factory=dict)
+    margin: bool = False  # its cells keep half of every time limit at Gradescope's half CPU (over_half_limits)
 
     def __post_init__(self):
         if self.recipe not in ("short", "full"):
@@ -881,7 +882,8 @@ CASES: list[Case] = [
                  "nearest = mine[np.lexsort((-points[mine], np.round(dists[mine], 9)))][:max_num_nbr]"),
          full()),
     Case("alt_gated_concatenation", "alternative", "gated convolution in the literal concatenation form "
-         "(slower, same numbers)", body("class GatedConv", _gated_concat("centre", "neighbour")), full()),
+         "(slower, same numbers; issue 26: with the notebook's recipe its cells keep half of every time limit at half a "
+         "CPU)", body("class GatedConv", _gated_concat("centre", "neighbour")), full(), recipe="full", margin=True),
     Case("alt_bn1_transposed", "alternative", "bn1 applied to (N, 2F, M) after a transpose: the same "
          "statistics over all N*M edges", replace("class GatedConv", BN1,
                                                  "gated = self.bn1(gated.transpose(1, 2)).transpose(1, 2)"),
@@ -1043,6 +1045,23 @@ MEASURED_MAE: dict[str, float] = json.loads(MEASURED_FILE.read_text()) if MEASUR
 # graded with ATEN_CPU_CAPABILITY=default against their AVX-512 records), within MAE_REL_TOLERANCE.
 MAE_TOLERANCE = 0.002
 MAE_REL_TOLERANCE = 0.01  # or 1 % of the recorded MAE, whichever is larger (the short recipe's MAEs)
+
+
+GRADESCOPE_CPUS = 0.5  # Gradescope's default container: a cell's wall-clock time there is its CPU time / 0.5
+
+
+def over_half_limits(results: dict, limits: Limits = Limits()) -> list[str]:
+    """What of a grading's cells (results.json's extra_data.cells, each with its CPU seconds) would pass
+    half of a time limit in Gradescope's container: a cell's CPU time against half of cell_cpu_seconds,
+    its wall-clock time at half a CPU (CPU / GRADESCOPE_CPUS) against half of cell_wall_seconds, and all
+    cells' against half of total_seconds. From CPU time, not the wall-clock time measured here, which
+    grows when other work shares the machine. Empty when every cell keeps a margin of 2x."""
+    cells = results["extra_data"]["cells"]
+    over = [f"{c['cell']!r}: {c['cpu_seconds']:.0f} CPU-s" for c in cells
+            if c["cpu_seconds"] > limits.cell_cpu_seconds / 2
+            or c["cpu_seconds"] / GRADESCOPE_CPUS > limits.cell_wall_seconds / 2]
+    total = sum(c["cpu_seconds"] for c in cells) / GRADESCOPE_CPUS
+    return over + ([f"all cells: {total:.0f} s at half a CPU"] if total > limits.total_seconds / 2 else [])
 
 
 def same_mae(measured: float, recorded: float) -> bool:

@@ -23,6 +23,7 @@ from packaging.version import Version
 from conftest import ASSIGNMENT, ROOT
 
 import build
+import submissions as S
 from benchmarks import gradescope_limits
 from test_assignment import POINTS as POINTS_PER_QUESTION
 from test_roundtrip import POINTS, STUDENT, _pins, gradescope_graded, roundtrip  # noqa: F401 (a fixture)
@@ -131,10 +132,24 @@ def test_full_marks_at_half_a_cpu_within_768_mb(graded):
                                              f"Gradescope's 10-minute default at half a CPU")
 
 
+def test_every_cell_keeps_half_its_time_limits_at_half_a_cpu(graded):
+    """Issue 26: the time limits leave the student a margin of 2x: each cell of the solution, graded at
+    half a CPU, takes under half of its CPU and wall-clock limits and all of them under half of the
+    notebook's, counted from CPU time (results.json's extra_data.cells, the staff's), which a busy
+    machine does not inflate."""
+    cells = graded.results["extra_data"]["cells"]
+    training = max(cells, key=lambda c: c["cpu_seconds"])
+    print("\nthe costliest cells: " + "; ".join(f"{c['cell'][:40]!r} {c['cpu_seconds']:.1f} CPU-s"
+                                              for c in sorted(cells, key=lambda c: -c["cpu_seconds"])[:3]))
+    assert training["cpu_seconds"] > 10, f"no cell trained: {training}"  # the measure measures
+    assert not S.over_half_limits(graded.results), S.over_half_limits(graded.results)
+
+
 # Pins: the versions tested here are the versions students and Gradescope get ------------------------
 
 @pytest.mark.parametrize("path", ["requirements.txt", "assignment/autograder_requirements.txt",
-                                  "assignment/student_requirements.txt", "student/requirements.txt"])
+                                  "assignment/student_requirements.txt", "student/requirements.txt",
+                                  "assignment/student_requirements_pdf.txt", "student/requirements-pdf.txt"])
 def test_pins_equal_the_installed_versions(path):
     pins = {name: req for name, req in _pins(ROOT / path).items() if req.specifier}
     assert pins

@@ -137,6 +137,7 @@ def _student_copy(dest):
     """A copy of the committed student/ (without its zip), its requirements from the build's source."""
     shutil.copytree(ROOT / "student", dest, ignore=shutil.ignore_patterns(build.STUDENT_ZIP))
     shutil.copy(ASSIGNMENT / "student_requirements.txt", dest / "requirements.txt")
+    shutil.copy(ASSIGNMENT / "student_requirements_pdf.txt", dest / "requirements-pdf.txt")
     return dest
 
 
@@ -155,7 +156,8 @@ def test_student_zip_is_deterministic_and_holds_every_other_file(tmp_path):
         assert z.namelist() == sorted(files), "every other file of the folder, sorted, nothing else"
         assert all(z.read(name) == data for name, data in files.items())
         assert {info.date_time for info in z.infolist()} == {build.FIXED_TIME}
-    for needed in (build.NB_NAME, "cgcnn_utils.py", "requirements.txt", "README.md", "data/perovskites/id_prop.csv",
+    for needed in (build.NB_NAME, "cgcnn_utils.py", "requirements.txt", "requirements-pdf.txt", "README.md",
+                   "data/perovskites/id_prop.csv",
                    "data/atom_init.json", "tests/q1a.py"):
         assert needed in files, needed
     print(f"{len(files)} files, {len(first) / 1e6:.1f} MB zipped")
@@ -257,6 +259,7 @@ def test_setup_cell_unpacks_the_upload_and_installs_the_grader_pins(monkeypatch,
     students = _pins(ASSIGNMENT / "student_requirements.txt")
     lacking = {name for name in students if students[name].specifier and COLAB.get(name) != _version(students[name])}
     assert set(installed) == lacking, (sorted(installed), sorted(lacking))
+    assert not set(installed) & set(_pins(ASSIGNMENT / "student_requirements_pdf.txt")), "the PDF's, where it cannot print"
     for name, pin in grader.items():  # every package the grader pins: installed, or Colab's is that version
         assert name in installed or COLAB.get(name, "").split("+")[0] == Version(_version(pin)).public, name
     for name, req in installed.items():

@@ -11,6 +11,7 @@ which .ci/run installs; elsewhere, without them, it is skipped (never in CI).
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -221,15 +222,93 @@ def test_the_page_keeps_the_answers_text_and_drops_what_could_reach_local_files(
 
 
 def test_the_students_pdf_cell_says_what_to_do_without_a_browser(tmp_path, monkeypatch, capsys):
-    """No browser (playwright's folder empty): the cell prints how to get one or to print the
-    notebook, raises nothing (Run All goes on to the zip's export) and writes no PDF."""
+    """No browser (playwright's folder empty, no Chrome, Edge or Chromium): the cell prints how to get
+    one or to print the notebook, raises nothing (Run All goes on to the zip's export) and writes no PDF."""
     monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path / "no-browsers"))
+    monkeypatch.setattr(cgcnn_utils, "BROWSER_CHANNELS", ())  # in case this machine has Chrome or Edge
+    monkeypatch.setattr(cgcnn_utils, "CHROMIUM_NAMES", ())
     path = _saved_with_outputs(tmp_path)
     assert cgcnn_utils.written_pdf(path) is None
     said = capsys.readouterr().out
-    assert "No PDF: chromium could not start" in said and "python -m playwright install chromium" in said, said
+    assert "No PDF: chromium could not start" in said and "Chrome, Chromium or Edge" in said, said
+    assert "python -m playwright install chromium" in said, said
     assert "File > Print" in said
     assert not list(tmp_path.glob("*.pdf"))
+
+
+def test_the_students_pdf_looks_for_installed_browsers_after_playwrights_own(tmp_path, monkeypatch):
+    """Issue 26: a student with Chrome, Edge or a Chromium on PATH needs no 150-MB download."""
+    for name in ("chromium", "chromium-browser"):
+        (tmp_path / name).write_text("#!/bin/sh\n")
+        (tmp_path / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert cgcnn_utils.browsers() == [{}, {"channel": "chrome"}, {"channel": "msedge"},
+                                      {"executable_path": str(tmp_path / "chromium")},
+                                      {"executable_path": str(tmp_path / "chromium-browser")}]
+
+
+def _closure(requirements: Path) -> set[str]:
+    """The distributions `pip install -r requirements` installs on this platform: its pins (and the
+    files it includes with -r), their requirements and extras, and so on."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    lines = [line.split("#")[0].strip() for line in requirements.read_text().splitlines()]
+    todo = [(Requirement(line), "") for line in lines if line and not line.startswith("-")]
+    for line in lines:
+        if line.startswith("-r "):
+            todo += [(Requirement(name), "") for name in _closure(requirements.parent / line[3:].strip())]
+    found: set[tuple[str, str]] = set()
+    while todo:
+        req, extra = todo.pop()
+        if req.marker and not req.marker.evaluate({"extra": extra}):
+            continue
+        for wanted in ["", *req.extras]:
+            key = (canonicalize_name(req.name), wanted)
+            if key not in found:
+                found.add(key)
+                todo += [(Requirement(r), wanted) for r in importlib.metadata.requires(req.name) or []]
+    return {name for name, _ in found}
+
+
+def test_the_students_pdf_prints_offline_with_only_the_students_requirements(tmp_path):
+    """Issue 26: the written questions' PDF, as a student makes it (`python cgcnn_utils.py NOTEBOOK`, what
+    the Submit section's cell runs), in a network namespace of its own (no network at all: every request
+    to any host fails), with every installed package that student/requirements.txt does not install
+    hidden (a module of that name that raises ImportError, first on the path), playwright's own browser
+    folder empty and a system Chromium on PATH: the maths typeset by jupyter-server-mathjax's MathJax."""
+    from packaging.utils import canonicalize_name
+    chromium = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+    missing = ([] if chromium else ["chromium-headless-shell"]) + (
+        [] if shutil.which("pdffonts") else ["poppler-utils"])
+    no_netns = subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode != 0
+    if (missing or no_netns) and not IN_CI:
+        pytest.skip(f"needs {', '.join(missing) or 'a network namespace (root)'} (.ci/run has them; in CI this runs)")
+    wanted = _closure(STUDENT.parent / "requirements.txt")
+    assert {"playwright", "jupyter-server-mathjax", "otter-grader"} <= wanted
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    for module, dists in importlib.metadata.packages_distributions().items():
+        if module.isidentifier() and not {canonicalize_name(d) for d in dists} & (wanted | {"pip", "setuptools"}):
+            (hidden / f"{module}.py").write_text(f"raise ImportError('{module}: not in student/requirements.txt')\n")
+    folder = tmp_path / "student"
+    folder.mkdir()
+    shutil.copy(STUDENT.parent / "cgcnn_utils.py", folder)
+    nb = nbformat.read(_saved_with_outputs(tmp_path), as_version=4)
+    answer = next(c for c in nb.cells if "otter_answer_cell" in c.metadata.get("tags", []))
+    answer.source = "The gated convolution wins: $\\sigma(z W_f) \\odot g(z W_s)$ keeps what matters."
+    nbformat.write(nb, folder / NB)
+    env = {"PATH": f"{Path(chromium or '/usr/bin/chromium').parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "PYTHONPATH": str(hidden), "PLAYWRIGHT_BROWSERS_PATH": str(tmp_path / "no-browsers"), "LANG": "C.UTF-8"}
+    done = subprocess.run(["unshare", "--net", "--", sys.executable, "cgcnn_utils.py", NB], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    pdf = folder / NB.replace(".ipynb", "_written.pdf")
+    assert f"wrote {pdf.name}" in done.stdout, done.stdout
+    text = words(poppler("pdftotext", pdf))
+    assert "The gated convolution wins:" in text and "keeps what matters" in text, text[:2000]
+    assert "Question 5" in text and "Question 6" in text
+    assert "\\sigma" not in text and "$" not in text, "the maths printed as raw TeX"
+    assert "Type 3" in poppler("pdffonts", pdf), "no MathJax glyphs (drawn with its web fonts, embedded as Type 3)"
 
 
 def test_the_students_pdf_cell_wants_the_notebook_saved_first(tmp_path, capsys):

@@ -81,3 +81,64 @@ def test_part_6_quotes_the_student_folders_own_counts():
     assert len(split) < int(re.search(r"the full set,\s+(\d+) oxides", text).group(1)), "the full set is larger"
     answer = nb.cells[nb.cells.index(next(c for c in nb.cells if "def train_classifier" in c.source)) + 1]
     assert answer.cell_type == "markdown" and answer.source.startswith("**Your report (Part 6, ungraded).**")
+
+
+def _folder_counts() -> dict[str, dict[tuple[str, str], int]]:
+    """The student folder's own counts, from its files: {table: {(group, split): n}}, groups as the card's."""
+    import collections
+    import csv
+    counts = {}
+    for name, group in (("perovskites", lambda r: r["prototype"]),
+                        ("classification", lambda r: "perovskite" if r["is_perovskite"] == "1" else r["prototype"])):
+        folder = STUDENT / "data" / name
+        split = {r["id"]: r["split"] for r in csv.DictReader((folder / "split.csv").open())}
+        rows = list(csv.DictReader((folder / "metadata.csv").open()))
+        assert sorted(split) == sorted(r["id"] for r in rows) == sorted(p.stem for p in folder.glob("*.cif"))
+        counts[name] = collections.Counter((group(r), split[r["id"]]) for r in rows)
+    return counts
+
+
+def test_the_introduction_quotes_the_folders_own_perovskites_and_what_is_held_back():
+    """Issue 26: the notebook quoted the full set's 871 perovskites to students who hold 780; it now says
+    how many their folder holds and how many test crystals only the autograder has."""
+    nb = nbformat.read(STUDENT / build.NB_NAME, as_version=4)
+    text = " ".join(" ".join(c.source for c in nb.cells if c.cell_type == "markdown").split())
+    total, formulas = map(int, re.search(r"\*\*The data\.\*\* (\d+) perovskites of (\d+) formulas", text).groups())
+    folder, heldout, heldout_formulas = map(int, re.search(
+        r"folder holds the (\d+) crystals of training and validation; the (\d+) test crystals \((\d+) formulas\)",
+        text).groups())
+    own = _folder_counts()["perovskites"]
+    assert folder == sum(own.values()) and not any(split == "test" for _, split in own), own
+    full = build.data_counts()
+    assert (total, formulas, heldout, heldout_formulas) == (
+        int(full["PEROVSKITES"]), int(full["FORMULAS"]), int(full["HELDOUT_PEROVSKITES"]),
+        int(full["HELDOUT_FORMULAS"])) and total == folder + heldout
+
+
+def test_the_data_card_gives_the_folders_own_counts_and_says_why_the_rest_differs():
+    """Issue 26: the student's card and baselines.json were the full set's (497 oxides, 124 in test) in a
+    folder of 474 (120); the card's section on the folder now tables the folder's own counts by group and
+    split, says what is held back and why, and baselines.json's classification rules are measured on
+    the folder's own split."""
+    import json
+
+    import baselines
+    card = (STUDENT / "data" / "DATACARD.md").read_text()
+    section = card[card.index("## This folder"):card.index("## Contents")]
+    assert "held back" in section and "full data set" in section, section
+    for name, own in _folder_counts().items():
+        table = re.search(rf"^\| {name} \| train \| val \| test \| total \|\n\|[-|]+\|\n((?:\|.*\|\n)+)", section, re.M)
+        assert table, f"no {name} table in the card's section on this folder"
+        quoted = {}
+        for line in table.group(1).splitlines():
+            group, *numbers = [cell.strip() for cell in line.strip("|").split("|")]
+            quoted[group] = [int(n) for n in numbers]
+        groups = sorted({g for g, _ in own})
+        assert sorted(quoted) == sorted([*groups, "all"]), quoted
+        for group, numbers in quoted.items():
+            n = [sum(v for (g, s), v in own.items() if s == split and group in (g, "all"))
+                 for split in ("train", "val", "test")]
+            assert numbers == [*n, sum(n)], (name, group, numbers, n)
+    staged = json.loads((STUDENT / "data" / "baselines.json").read_text())["classification"]
+    assert staged == json.loads(json.dumps(baselines.classification_baselines(STUDENT / "data" / "classification")))
+    assert sum(staged["n"].values()) == sum(_folder_counts()["classification"].values())

@@ -96,6 +96,20 @@ def test_submission_scores(graded, case):
         assert re.search(case.message, text), f"results.json does not say {case.message!r}:\n{text[:3000]}"
 
 
+@pytest.mark.grading
+@pytest.mark.parametrize("case", [c for c in S.CASES if c.margin], ids=lambda c: c.name)
+def test_the_case_keeps_half_of_every_time_limit_at_half_a_cpu(graded, case):
+    """Issue 26: a form the notebook allows but does not teach (2b's literal concatenation, about twice
+    the training time) still leaves the student a margin of 2x on every limit: its cells' CPU time in
+    results.json (extra_data.cells), at Gradescope's half CPU."""
+    results, _ = graded[case.name]
+    if isinstance(results, Exception):
+        raise results
+    cells = results["extra_data"]["cells"]
+    assert max(c["cpu_seconds"] for c in cells) > 10, "no cell trained: the case measures nothing"
+    assert not S.over_half_limits(results), S.over_half_limits(results)
+
+
 def _tier_edges() -> list[float]:
     calibration = json.loads((build.ASSIGNMENT / "calibration.json").read_text())
     return [factor * calibration["thresholds"]["mae_full"] for _, factor, _ in MAE_TIERS]

@@ -103,6 +103,8 @@ class Outcome:
     requests: dict[str, int] = field(default_factory=dict)  # per part: requests to the kernel
     notebook: nbformat.NotebookNode | None = None
     cpu_seconds: float = 0.0
+    # per notebook cell run: its first line, CPU seconds (the box's) and wall-clock seconds, for the staff
+    cells: list[dict] = field(default_factory=list)
 
 
 class SandboxedKernelManager(AsyncKernelManager):
@@ -291,10 +293,13 @@ def run(nb: nbformat.NotebookNode, box: sandbox.Box, probes: list[Probe], limits
                         dead = dead or ask.dead
                         outcome.requests[name] = ask.count
                     else:
+                        cpu0, wall0 = box.cpu_seconds(), time.monotonic()
                         try:
                             client.execute_cell(cell, index)
                         except DeadKernelError:
                             dead = f"the kernel died while running {label}"
+                        outcome.cells.append({"cell": first_line(item), "cpu_seconds": round(box.cpu_seconds() - cpu0, 2),
+                                              "wall_seconds": round(time.monotonic() - wall0, 2)})
                         _report_errors(cell, label, outcome, watchdog.stopped())
                     stop = watchdog.disarm()
                     refused = client.kc.session.refused[refused:]

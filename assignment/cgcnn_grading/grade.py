@@ -161,6 +161,8 @@ def grade_submission(source: Path, upload: Path, secret: list[Path] = (), user_n
     results.setdefault("extra_data", {})["stopped"] = list(outcome.stopped)
     # staff-only (Gradescope never shows extra_data to students): which sandbox ran, its memory peak
     results["extra_data"]["sandbox"] = boxed
+    # and what each cell cost: which cells come near their limits (a slower form of a part, a busy machine)
+    results["extra_data"]["cells"] = outcome.cells
     return Report(results, outcome.notebook, outcome.events, outcome.stopped, outcome.cpu_seconds)
 
 
