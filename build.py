@@ -87,7 +87,7 @@ TORCH_CPU_MACHINES = ("x86_64", "aarch64")  # the Linux machines that index has 
 # The solution notebook is executed with torch's portable ATen kernels: torch picks its float32 kernels
 # by the CPU's instruction set (default, avx2, avx512), and sums rounded otherwise train a slightly
 # different model. With these, an AVX2 AMD EPYC and an AVX-512 Intel Xeon executed it to the same bytes
-# (README, "Reproducible releases"); native kernels differed in the 3rd decimal.
+# (docs/instructors.md, "Reproducible releases"); native kernels differed in the 3rd decimal.
 PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}
 # What a CPU whose portable kernels still round otherwise (another architecture) may change in the
 # executed solution: within these, the committed solution is kept byte for byte.
@@ -813,7 +813,7 @@ RUBRIC_LINE = re.compile(r"^- \*\*(\d+(?:\.\d+)?) points?\.\*\*", re.M)  # a rub
 def written_answers(nb) -> str:
     """The prompts, model answers and rubrics of the manually graded questions, as markdown."""
     parts, in_q = ["# Model answers and rubrics of the written questions\n",
-                   "Graded by hand on Gradescope, from the PDF each student uploads (README, *For instructors*): "
+                   "Graded by hand on Gradescope, from the PDF each student uploads (docs/instructors.md): "
                    "each rubric element below is one rubric item of its question, worth the points it names."], False
     for cell in nb.cells:
         text = re.sub(r"<!--.*?-->", "", cell.source).strip()  # otter marks manual questions with comments

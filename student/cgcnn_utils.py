@@ -396,14 +396,28 @@ def plot_crystal_graph(structure, nbr_idx, nbr_dist, title: str = ""):
     return fig
 
 
+# Series told apart without colour: each has a marker and a line style of its own as well as a colour
+# of Okabe and Ito's palette, which readers with any common colour-vision deficiency tell apart.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+LINESTYLES = ["-", "--", ":", "-."]
+
+
+def series_style(k: int) -> dict:
+    """The k-th series' colour, marker and line style (matplotlib keywords): any two of the first
+    eight differ in marker and colour, and neighbours in line style too."""
+    return {"color": PALETTE[k % len(PALETTE)], "marker": MARKERS[k % len(MARKERS)],
+            "linestyle": LINESTYLES[k % len(LINESTYLES)]}
+
+
 def plot_history(history: dict):
     """Training loss and MAE curves."""
     import matplotlib.pyplot as plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-    a.plot(history["train_loss"])
+    a.plot(history["train_loss"], color=PALETTE[0])
     a.set(xlabel="epoch", ylabel="MSE loss (normalised)", yscale="log", title="training loss")
-    b.plot(history["train_mae"], label="train")
-    b.plot(history["val_mae"], label="validation")
+    b.plot(history["train_mae"], label="train", color=PALETTE[0])
+    b.plot(history["val_mae"], label="validation", color=PALETTE[1], linestyle="--")
     b.set(xlabel="epoch", ylabel="MAE (eV/atom)", yscale="log", title="mean absolute error")
     b.legend()
     fig.tight_layout()
@@ -411,14 +425,15 @@ def plot_history(history: dict):
 
 
 def plot_histories(histories: dict[str, list[dict]]):
-    """Training loss per epoch of several variants (one colour each, one line per seed), so that a run
-    that blows up or stalls shows beside the others."""
+    """Training loss per epoch of several variants (one style each, series_style; one line per seed),
+    so that a run that blows up or stalls shows beside the others."""
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
     for k, (name, runs) in enumerate(histories.items()):
         for j, history in enumerate(runs):
-            ax.plot(range(1, len(history["train_loss"]) + 1), history["train_loss"], color=f"C{k % 10}",
-                    lw=1.2, alpha=0.8, label=name if j == 0 else None)
+            epochs = len(history["train_loss"])
+            ax.plot(range(1, epochs + 1), history["train_loss"], **series_style(k), markersize=4,
+                    markevery=max(1, epochs // 6), lw=1.2, alpha=0.8, label=name if j == 0 else None)
     ax.set(xlabel="epoch", ylabel="MSE loss (normalised targets)", yscale="log",
            title="training loss of each variant (one line per seed)")
     ax.legend(fontsize=8, ncol=2)
@@ -427,13 +442,15 @@ def plot_histories(histories: dict[str, list[dict]]):
 
 
 def plot_parity(pred: dict[str, float], targets: dict[str, float], groups: dict[str, str], title=""):
-    """Predicted against true values, coloured by group (polymorph)."""
+    """Predicted against true values, each group (polymorph) with its marker and colour."""
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 5))
     ids = [i for i in pred if i in targets]
-    for g in sorted({groups[i] for i in ids}):
+    for k, g in enumerate(sorted({groups[i] for i in ids})):
         sel = [i for i in ids if groups[i] == g]
-        ax.scatter([targets[i] for i in sel], [pred[i] for i in sel], s=12, alpha=0.7, label=g)
+        style = series_style(k)
+        ax.scatter([targets[i] for i in sel], [pred[i] for i in sel], s=14, alpha=0.7, label=g,
+                   color=style["color"], marker=style["marker"])
     lims = [min(targets[i] for i in ids) - 0.1, max(targets[i] for i in ids) + 0.1]
     ax.plot(lims, lims, "k--", lw=1)
     ax.set(xlim=lims, ylim=lims, xlabel="CHGNet formation energy (eV/atom)",
@@ -475,15 +492,17 @@ def polymorph_differences(pred: dict[str, float], targets: dict[str, float],
 
 
 def plot_polymorph_differences(diffs: dict[str, tuple[float, float]], groups: dict[str, str], title=""):
-    """Predicted against true energy above the formula's lowest polymorph, coloured by group, with the
-    MAE of the differences beside that of a composition-only model (which predicts 0 for every one)."""
+    """Predicted against true energy above the formula's lowest polymorph, each group with its marker
+    and colour, with the MAE of the differences beside that of a composition-only model (which
+    predicts 0 for every one)."""
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 5))
     true = np.array([t for t, _ in diffs.values()])
     predicted = np.array([p for _, p in diffs.values()])
-    for g in sorted({groups[i] for i in diffs}):
+    for n, g in enumerate(sorted({groups[i] for i in diffs})):
         sel = [k for k, i in enumerate(diffs) if groups[i] == g]
-        ax.scatter(true[sel], predicted[sel], s=14, alpha=0.7, label=g)
+        style = series_style(n)
+        ax.scatter(true[sel], predicted[sel], s=16, alpha=0.7, label=g, color=style["color"], marker=style["marker"])
     hi = max(float(np.abs(np.concatenate([true, predicted])).max()), 0.01) * 1.1
     ax.plot([-hi, hi], [-hi, hi], "k--", lw=1)
     ax.axhline(0, color="grey", lw=0.8)

@@ -1040,7 +1040,7 @@ MEASURED_FILE = Path(__file__).with_name("catalogue_mae.json")
 MEASURED_MAE: dict[str, float] = json.loads(MEASURED_FILE.read_text()) if MEASURED_FILE.is_file() else {}
 # eV/atom: how far a grading's test MAE may lie from the recorded one. On the CPU kind that recorded it
 # a re-run repeats it exactly; torch's and MKL's kernels for another instruction set train a slightly
-# different model: the notebook's recipe at most 0.0005 apart, measured (README, "Reproducible
+# different model: the notebook's recipe at most 0.0005 apart, measured (docs/instructors.md, "Reproducible
 # releases"); the short recipe's eight steps up to 0.0030 (0.43 %: eight cases, trained and untrained,
 # graded with ATEN_CPU_CAPABILITY=default against their AVX-512 records), within MAE_REL_TOLERANCE.
 MAE_TOLERANCE = 0.002

@@ -1,5 +1,5 @@
-"""The repository's structure, drawn from its imports: the module map in README.md is what the code
-imports, nothing edits `sys.path`, and the benchmarks never import the tests."""
+"""The repository's structure, drawn from its imports: the module map in docs/development.md is what
+the code imports, nothing edits `sys.path`, and the benchmarks never import the tests."""
 
 import ast
 import re
@@ -46,9 +46,9 @@ def product_graph() -> dict[str, list[str]]:
             for name, path in sorted(names.items())}
 
 
-def test_the_readme_draws_the_modules_as_they_import_each_other():
-    drawn = MAP.search((ROOT / "README.md").read_text())
-    assert drawn, "README.md needs its module map (<!-- module map --> and a text block)"
+def test_the_code_map_draws_the_modules_as_they_import_each_other():
+    drawn = MAP.search((ROOT / "docs" / "development.md").read_text())
+    assert drawn, "docs/development.md needs its module map (<!-- module map --> and a text block)"
     width = max(map(len, product_graph()))
     expected = "".join(f"{name:<{width}} -> {', '.join(deps) or '(nothing of the repository)'}\n"
                        for name, deps in product_graph().items())

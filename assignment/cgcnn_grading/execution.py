@@ -48,7 +48,7 @@ SUBMITTED_CELL = "submitted_cell"  # metadata of a cell as executed: its index i
 EXECUTED = "notebook.ipynb"  # the notebook as executed, kept beside results.json for the course staff
 # Passed from the grading process to the kernel: which float32 kernels torch and MKL use. Unset (as on
 # Gradescope), each CPU uses its fastest, and trained models differ slightly from one CPU kind to
-# another (README, "Reproducible releases"); build.PORTABLE_KERNELS holds every CPU to the same ones.
+# another (docs/instructors.md, "Reproducible releases"); build.PORTABLE_KERNELS holds every CPU to the same ones.
 KERNEL_CHOICES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR")
 
 
