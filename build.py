@@ -483,8 +483,11 @@ def end_execution(running: list, execution) -> None:
 
 def normalise(nb):
     """What changes from run to run taken out of an executed notebook: fixed cell ids, no execution
-    timestamps, no progress bars (stderr or widgets); cells tagged `varies` (timings) keep no outputs.
-    (The notebook seeds `random` too, for otter's choice of emoji after "passed!".)"""
+    timestamps, no progress bars (stderr or widgets), consecutive stdout outputs merged (where the
+    kernel flushed between two prints depends on timing: a cell's one print came out as two outputs);
+    cells tagged `varies` (timings) keep no outputs. (The notebook seeds `random` too, for otter's
+    choice of emoji after "passed!".)"""
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
     for index, cell in enumerate(nb.cells):
         cell.id = f"c{index:03d}-{hashlib.sha1(cell.source.encode()).hexdigest()[:8]}"
         cell.metadata.pop("execution", None)
@@ -494,7 +497,7 @@ def normalise(nb):
             cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")
                             and "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
     nb.metadata.pop("widgets", None)
-    return nb
+    return CoalesceStreamsPreprocessor().preprocess(nb, {})[0]
 
 
 def close_to_others(path: Path, why: str) -> None:

@@ -271,3 +271,18 @@ def _printed_png(nb) -> str:
     out = io.BytesIO()
     Image.fromarray(image).save(out, format="PNG")
     return base64.b64encode(out.getvalue()).decode()
+
+
+def test_normalise_merges_the_prints_a_kernel_flushed_apart():
+    """A cell's two prints came out of one build as one stream output and of the next as two (where the
+    kernel flushes depends on timing); the build merges consecutive stdout outputs, and drops stderr
+    (progress bars) first, so the executed release does not depend on it."""
+    cell = nbformat.v4.new_code_cell("print(1); print(2)", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="1\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="50%|##   |\r"),
+        nbformat.v4.new_output("stream", name="stdout", text="2\n"),
+        nbformat.v4.new_output("display_data", data={"text/plain": "figure"}),
+        nbformat.v4.new_output("stream", name="stdout", text="3\n")])
+    nb = build.normalise(nbformat.v4.new_notebook(cells=[cell]))
+    assert [(o.output_type, o.get("text")) for o in nb.cells[0].outputs] == [
+        ("stream", "1\n2\n"), ("display_data", None), ("stream", "3\n")]

@@ -155,3 +155,13 @@ def test_an_in_place_residual_is_named_by_the_small_example_in_eval_mode_already
     (small,) = [fn for fn in _public_tests_by_part()["q2b"] if fn.__name__ == "test_small_example"]
     with pytest.raises(AssertionError, match=r"^eval mode: GatedConv changed its input atom_fea in place"):
         _call(small, env)
+
+
+def test_a_sum_for_a_mean_is_named_for_what_it_is():
+    """Issue 28: mean pooling that sums was told only its values and, in the test's source, not to
+    assume crystal_idx sorted; the public test now names the sum."""
+    case = next(c for c in S.CASES if c.name == "q3_sum_instead_of_mean")
+    env = _environment(stub=False, defs=_case_definitions(case))
+    (test,) = [fn for fn in _public_tests_by_part()["q3"] if fn.__name__ == "test_interleaved_crystals_and_gradients"]
+    with pytest.raises(AssertionError, match=r"^mean pooling gave each crystal's sum of atom features, not their mean"):
+        _call(test, env)

@@ -25,6 +25,8 @@ def test_interleaved_crystals_and_gradients(mean_pool, max_pool):
     c = torch.tensor([1, 0, 1, 0, 2])
     x = torch.tensor(values, requires_grad=True)
     mean = mean_pool(x, c, 3)
+    sums = torch.zeros(3, 2).index_add_(0, c, x.detach())
+    assert not (tuple(mean.shape) == (3, 2) and torch.allclose(mean, sums, atol=1e-06)), "mean pooling gave each crystal's sum of atom features, not their mean: divide by each crystal's number of atoms (the formation energy per atom does not grow with the cell)"
     want = torch.tensor([[1.0, -3.5], [3.0, 2.0], [2.0, 0.5]])
     assert tuple(mean.shape) == (3, 2) and torch.allclose(mean, want, atol=1e-06), f'mean pooling gave {mean.tolist()} for crystal_idx {c.tolist()}, expected {want.tolist()}'
     mean.sum().backward()
